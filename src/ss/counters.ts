@@ -1,0 +1,70 @@
+// Per-thread counter blocks in the SharedArrayBuffer. Each block has exactly one writer (its
+// thread), so increments need no RMW on the value itself; a seqlock word (T_SEQ) lets any other
+// thread read the whole block as one consistent snapshot without tearing a Float64.
+
+import { C, COUNTER_NAMES, MAX_COUNTERS, T_SEQ, type CounterName, type Layout } from './layout.ts'
+
+export type CounterSnapshot = { [K in CounterName]: number }
+
+export class CounterBlock {
+  private readonly f64: Float64Array
+  private readonly i32: Int32Array
+  private readonly seq: number
+
+  constructor(sab: SharedArrayBuffer, layout: Layout, tid: number) {
+    this.f64 = new Float64Array(sab, layout.countersOffset(tid), layout.counterCount)
+    this.i32 = new Int32Array(sab)
+    this.seq = layout.threadBase(tid) + T_SEQ
+  }
+
+  add(idx: number, n = 1): void {
+    Atomics.add(this.i32, this.seq, 1) // odd: write in progress
+    this.f64[idx] += n
+    Atomics.add(this.i32, this.seq, 1)
+  }
+
+  set(idx: number, v: number): void {
+    Atomics.add(this.i32, this.seq, 1)
+    this.f64[idx] = v
+    Atomics.add(this.i32, this.seq, 1)
+  }
+
+  /** Raise a max-gauge (only the writer calls this). */
+  max(idx: number, v: number): void { if (v > this.f64[idx]) this.set(idx, v) }
+
+  get(idx: number): number { return this.f64[idx] }
+
+  reset(): void {
+    Atomics.add(this.i32, this.seq, 1)
+    this.f64.fill(0)
+    Atomics.add(this.i32, this.seq, 1)
+  }
+}
+
+/** Read one thread's block consistently. Bounded: after 1000 torn tries it returns the last read. */
+export function readCounters(sab: SharedArrayBuffer, layout: Layout, tid: number): CounterSnapshot {
+  const f64 = new Float64Array(sab, layout.countersOffset(tid), layout.counterCount)
+  const i32 = new Int32Array(sab)
+  const seq = layout.threadBase(tid) + T_SEQ
+  const out = {} as CounterSnapshot
+  for (let tries = 0; tries < 1000; tries++) {
+    const s1 = Atomics.load(i32, seq)
+    if (s1 & 1) continue
+    for (let i = 0; i < COUNTER_NAMES.length; i++) out[COUNTER_NAMES[i]] = f64[i]
+    if (Atomics.load(i32, seq) === s1) break
+  }
+  return out
+}
+
+/** Sum blocks: events and gauges add up; delay and latency maxima take the max. */
+export function sumCounters(blocks: CounterSnapshot[]): CounterSnapshot {
+  const out = {} as CounterSnapshot
+  for (const n of COUNTER_NAMES) {
+    let v = 0
+    for (const b of blocks) v = MAX_COUNTERS.has(n) ? Math.max(v, b[n]) : v + b[n]
+    out[n] = v
+  }
+  return out
+}
+
+export { C }
