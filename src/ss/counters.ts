@@ -49,7 +49,9 @@ export function readCounters(sab: SharedArrayBuffer, layout: Layout, tid: number
   const out = {} as CounterSnapshot
   for (let tries = 0; tries < 1000; tries++) {
     const s1 = Atomics.load(i32, seq)
-    if (s1 & 1) continue
+    // Odd = a write in progress; but a writer terminated mid-add leaves it odd for good, so the
+    // last try reads anyway (as documented) rather than returning an empty snapshot.
+    if ((s1 & 1) && tries < 999) continue
     for (let i = 0; i < COUNTER_NAMES.length; i++) out[COUNTER_NAMES[i]] = f64[i]
     if (Atomics.load(i32, seq) === s1) break
   }

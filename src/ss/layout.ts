@@ -82,7 +82,7 @@ export const COUNTER_NAMES = [
   'dropped', 'droppedFin', 'droppedReset', 'droppedError', 'droppedSendTimeout', 'droppedLiveness',
   'hookErrors', 'bytesIn', 'bytesOut', 'discardedAfterUnlink', 'discardedChunks',
   'ringSent', 'ringRecv', 'ringFull', 'requestsApplied', 'lockContended', 'lockBroken',
-  'sendRefused', 'sendFailed', 'establishedAfterStop',
+  'sendRefused', 'sendFailed', 'establishedAfterStop', 'refusedNoSlot',
   'connectAttempts', 'connectFailed', 'connectFailedRefused', 'connectFailedTimeout',
   'connectFailedTls', 'connectFailedOther', 'failovers', 'retries', 'reconnects',
   'deadConnections', 'connectsInFlight', 'pendingConnects', 'serverConns', 'reconnectsAfterStop',
@@ -173,7 +173,13 @@ export class Layout {
     if (h[H_MAGIC] !== MAGIC || h[H_VERSION] !== VERSION) {
       throw new SyncsockError('ERR_SS_BAD_MEMORY', `bad magic/version ${h[H_MAGIC]}/${h[H_VERSION]}`)
     }
-    const l = new Layout({ shards: h[H_SHARDS], slotsPerShard: h[H_SLOTS], ringBytes: h[H_RING_BYTES] })
+    let l: Layout
+    try {
+      l = new Layout({ shards: h[H_SHARDS], slotsPerShard: h[H_SLOTS], ringBytes: h[H_RING_BYTES] })
+    } catch (e) {
+      // A header with the right magic but impossible sizes is bad memory, not a bad user option.
+      throw new SyncsockError('ERR_SS_BAD_MEMORY', 'corrupt layout header', { cause: e })
+    }
     if (l.byteLength !== sab.byteLength) throw new SyncsockError('ERR_SS_BAD_MEMORY', 'size mismatch')
     return l
   }

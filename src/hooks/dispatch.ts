@@ -1,0 +1,112 @@
+// Run hooks under the socket's callback lock (L1), one lock at a time (Tempesta #61), with
+// exceptions and Promise-returning hooks contained (the shard lives on; the socket is aborted).
+//
+// `locked(sock, fn)` is the only way shard code runs anything that reads or changes linked state:
+// - re-entrant on the same socket (a hook calling sock.close() on itself runs inline);
+// - a request for a second socket while one is held is queued and runs right after the
+//   release, so no thread ever holds two callback locks;
+// - if the owner cannot get the lock within its bounded spin (a foreign holder was preempted),
+//   the work is queued on the socket and retried on the next loop turn (S1: never block).
+
+import { CallbackLock, LOCK_FAILED } from '../ss/lock.ts'
+import { C } from '../ss/layout.ts'
+import type { CounterBlock } from '../ss/counters.ts'
+import { SyncsockError } from '../ss/errors.ts'
+import type { HookName, Protocol } from './types.ts'
+
+export interface Lockable {
+  readonly lockIdx: number
+  /** work waiting for the lock, in order; null when none */
+  backlog: (() => void)[] | null
+  onBacklog?(waiting: boolean): void
+}
+
+export const HOOK_FAILED: unique symbol = Symbol('syncsock.hookFailed')
+
+export interface HookFailure { hook: HookName | 'timer'; error: unknown }
+
+export class Dispatcher {
+  private holding = -1
+  private readonly afterRelease: (() => void)[] = []
+  private readonly lock: CallbackLock
+  private readonly counters: CounterBlock
+
+  constructor(lock: CallbackLock, counters: CounterBlock) {
+    this.lock = lock
+    this.counters = counters
+  }
+
+  /** Is this thread inside a lock hold right now (i.e. inside a hook)? */
+  get inHook(): boolean { return this.holding !== -1 }
+  holds(s: Lockable): boolean { return this.holding === s.lockIdx }
+
+  locked(s: Lockable, fn: () => void): void {
+    if (this.holding === s.lockIdx) { fn(); return }
+    if (this.holding !== -1) { this.afterRelease.push(() => this.locked(s, fn)); return }
+    if (s.backlog) { s.backlog.push(fn); return }
+    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) {
+      s.backlog = [fn]
+      s.onBacklog?.(true)
+      setImmediate(() => this.flushBacklog(s))
+      return
+    }
+    this.hold(s, fn)
+  }
+
+  private hold(s: Lockable, fn: () => void): void {
+    this.holding = s.lockIdx
+    try {
+      fn()
+    } finally {
+      this.holding = -1
+      this.lock.release(s.lockIdx)
+    }
+    this.runAfterRelease()
+  }
+
+  private flushBacklog(s: Lockable): void {
+    const work = s.backlog
+    if (!work) return
+    if (this.holding !== -1 || this.lock.acquire(s.lockIdx) === LOCK_FAILED) {
+      setImmediate(() => this.flushBacklog(s))
+      return
+    }
+    s.backlog = null
+    this.hold(s, () => { for (const fn of work) fn() })
+    s.onBacklog?.(false)
+  }
+
+  private runAfterRelease(): void {
+    while (this.afterRelease.length > 0 && this.holding === -1) this.afterRelease.shift()!()
+  }
+
+  /**
+   * Call one hook of `proto` (the caller holds the lock). Returns the hook's value, undefined if
+   * the protocol does not define it, or HOOK_FAILED if it threw or returned a Promise — the
+   * failure is counted and handed to `onFail`, which aborts the socket.
+   */
+  call(
+    proto: Protocol, name: HookName, args: unknown[], onFail: (f: HookFailure) => void,
+  ): unknown {
+    const h = proto[name] as ((...a: unknown[]) => unknown) | undefined
+    if (typeof h !== 'function') return undefined
+    let v: unknown
+    try {
+      v = h.apply(proto, args)
+    } catch (error) {
+      this.counters.add(C.hookErrors)
+      onFail({ hook: name, error })
+      return HOOK_FAILED
+    }
+    if (v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function') {
+      ;(v as Promise<unknown>).then(undefined, () => {}) // its rejection is not ours to crash on
+      this.counters.add(C.hookErrors)
+      onFail({
+        hook: name,
+        error: new SyncsockError('ERR_SS_HOOK', `hook ${name} returned a Promise: hooks are synchronous`),
+      })
+      return HOOK_FAILED
+    }
+    return v
+  }
+}

@@ -1,0 +1,476 @@
+// Persistent server connections (Tempesta's TfwSrvConn): a connection outlives its socket
+// incarnations. One slot for its whole life (its id is stable; FINAL there is final for every
+// incarnation), one SsSocket per incarnation.
+//
+// F2: established then dropped by the peer/network → connectionDrop → failover (default:
+// reconnect to the same target after backoff; may reselect a target or give up). A connect that
+// never established (refused, unreachable, connect timeout, ready timeout) → retry(attempt, err)
+// (default: exponential backoff with jitter, capped, optional max attempts → dead).
+// F1: FINAL or STOPPING is checked under the lock before failover/retry run, inside `arm` before a
+// reconnect is scheduled, and again right before connect — a stop can never be followed by a
+// reconnect (Tempesta #107, #270). `reconnectsAfterStop` counts any that slipped through.
+//
+// Storm control (Icinga #6517, Tempesta #2588/#2599): no per-connection reconnect timers — one
+// min-heap and one timer per shard; connects in flight are bounded per shard (admission control:
+// due connects wait in a FIFO, never dropped), so 10,000 simultaneous reconnects become a steady
+// stream the loop can finish instead of a burst of self-inflicted timeouts.
+
+import { connect as netConnect } from 'node:net'
+import {
+  C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD, ST_ESTABLISHED,
+} from '../ss/layout.ts'
+import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
+import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
+import { HOOK_FAILED, type Lockable } from './dispatch.ts'
+import type {
+  ConnectOptions, DropReason, FailoverDecision, LivenessOptions, Protocol, RetryOptions, Target,
+} from './types.ts'
+
+export interface NormalizedRetry {
+  baseMs: number; capMs: number; maxAttempts: number; jitter: 'full' | 'decorrelated'; resetAfterMs: number
+}
+
+export interface NormalizedConnect {
+  target: Target
+  protocol: string
+  retry: NormalizedRetry
+  liveness: Required<LivenessOptions> | null
+  connectTimeoutMs: number
+  readyTimeoutMs: number
+}
+
+/** Validate connect options at the door (Node's validators style). */
+export function normalizeConnect(o: ConnectOptions, known: (p: string) => boolean): NormalizedConnect {
+  if (o === null || typeof o !== 'object') badOption('connect options', 'an object', o)
+  if (typeof o.host !== 'string' || o.host.length === 0) badOption('host', 'a non-empty string', o.host)
+  checkInt('port', o.port, 1, 65535)
+  if (typeof o.protocol !== 'string' || !known(o.protocol)) badOption('protocol', 'a protocol defined by the hooks module', o.protocol)
+  const r: RetryOptions = o.retry ?? {}
+  const retry: NormalizedRetry = {
+    baseMs: checkInt('retry.baseMs', r.baseMs ?? 100, 1, 3_600_000),
+    capMs: checkInt('retry.capMs', r.capMs ?? 10_000, 1, 3_600_000),
+    maxAttempts: r.maxAttempts === undefined ? Infinity : checkInt('retry.maxAttempts', r.maxAttempts, 1, 1e9),
+    jitter: r.jitter ?? 'full',
+    resetAfterMs: checkInt('retry.resetAfterMs', r.resetAfterMs ?? 5000, 0, 3_600_000),
+  }
+  if (retry.jitter !== 'full' && retry.jitter !== 'decorrelated') badOption('retry.jitter', "'full' or 'decorrelated'", retry.jitter)
+  if (retry.capMs < retry.baseMs) badOption('retry.capMs', `>= retry.baseMs (${retry.baseMs})`, retry.capMs)
+  let liveness: Required<LivenessOptions> | null = null
+  if (o.liveness !== undefined) {
+    const l = o.liveness
+    if (l === null || typeof l !== 'object') badOption('liveness', 'an object', l)
+    liveness = {
+      intervalMs: checkInt('liveness.intervalMs', l.intervalMs, 10, 3_600_000),
+      timeoutMs: checkInt('liveness.timeoutMs', l.timeoutMs, 1, 3_600_000),
+      misses: checkInt('liveness.misses', l.misses ?? 1, 1, 1000),
+    }
+  }
+  return {
+    target: { host: o.host, port: o.port },
+    protocol: o.protocol,
+    retry,
+    liveness,
+    connectTimeoutMs: checkInt('connectTimeoutMs', o.connectTimeoutMs ?? 5000, 1, 3_600_000),
+    readyTimeoutMs: checkInt('readyTimeoutMs', (o as { readyTimeoutMs?: number }).readyTimeoutMs ?? 0, 0, 3_600_000),
+  }
+}
+
+/**
+ * The backoff schedule. attempt >= 1 is the number of failures in a row.
+ * full jitter:         uniform in [0, min(cap, base * 2^(attempt-1))]
+ * decorrelated jitter: uniform in [base, min(cap, prev * 3)]   (AWS architecture blog)
+ * `rand` is injectable so tests can pin the bounds of the schedule, not wall-clock times.
+ */
+export function backoffDelay(r: NormalizedRetry, attempt: number, prev: number, rand: () => number = Math.random): number {
+  if (r.jitter === 'decorrelated') {
+    const hi = Math.min(r.capMs, Math.max(r.baseMs, prev * 3))
+    return Math.round(r.baseMs + rand() * (hi - r.baseMs))
+  }
+  const ceil = Math.min(r.capMs, r.baseMs * 2 ** Math.min(attempt - 1, 30))
+  return Math.round(rand() * ceil)
+}
+
+type ConnState = 'queued' | 'connecting' | 'open' | 'waiting' | 'dead' | 'final'
+
+export class ServerConn implements Lockable, IncarnationOwner {
+  readonly id: number
+  readonly lockIdx: number
+  backlog: (() => void)[] | null = null
+  readonly proto: Protocol
+  readonly cfg: NormalizedConnect
+  target: Target
+  state: ConnState = 'queued'
+  current: SsSocket | null = null
+  attempt = 0
+  prevDelay = 0
+  establishedAt = 0
+  downSince = 0
+  everUp = false
+  dueAt = 0
+  heapIdx = -1
+  private connectTimer: NodeJS.Timeout | null = null
+  private readonly mgr: ConnManager
+
+  constructor(mgr: ConnManager, id: number, proto: Protocol, cfg: NormalizedConnect) {
+    this.mgr = mgr
+    this.id = id
+    this.lockIdx = mgr.svc.slots.lockIdx(id)
+    this.proto = proto
+    this.cfg = cfg
+    this.target = cfg.target
+  }
+
+  get final(): boolean { return this.state === 'final' || (this.mgr.svc.slots.flags(this.id) & F_FINAL) !== 0 }
+
+  /** Start one incarnation's connect (admission already granted). */
+  startConnect(): void {
+    const svc = this.mgr.svc
+    if (this.final || this.mgr.stopping()) { this.mgr.connectDone(); this.finish(); return }
+    this.state = 'connecting'
+    svc.counters.add(C.connectAttempts)
+    if (this.everUp) svc.counters.add(C.reconnects)
+    if (this.mgr.stopping()) svc.counters.add(C.reconnectsAfterStop) // F1 tripwire: must stay 0
+    const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true })
+    const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this)
+    this.current = sock
+    svc.register(sock)
+    sock.connecting()
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null
+      if (sock.phase === 'connecting') {
+        sock.lastError = new SyncsockError('ERR_SS_TIMEOUT', `connect to ${this.target.host}:${this.target.port} timed out after ${this.cfg.connectTimeoutMs} ms`)
+        net.destroy() // 'close' while connecting → connectFailed
+      }
+    }, this.cfg.connectTimeoutMs)
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+  }
+
+  established(s: SsSocket): void {
+    this.clearConnectTimer()
+    this.mgr.connectDone()
+    const svc = this.mgr.svc
+    if (this.final || this.mgr.stopping()) {
+      // §6b.1: a socket that becomes established during stop is closed without hooks.
+      svc.counters.add(C.establishedAfterStop)
+      svc.dispatcher.locked(this, () => s.finalize('shutdown', 'abort'))
+      return
+    }
+    this.state = 'open'
+    svc.counters.add(C.connected)
+    if (this.downSince) svc.counters.max(C.reconnectLatencyMaxMs, Date.now() - this.downSince)
+    this.downSince = 0
+    this.everUp = true
+    this.establishedAt = Date.now()
+    if (this.cfg.readyTimeoutMs > 0) this.mgr.liveness.watchReady(s, this.cfg.readyTimeoutMs)
+    if (this.cfg.liveness) this.mgr.liveness.add(this)
+    s.started()
+  }
+
+  /** Under the lock, after connectionDrop (F2: established then dropped → failover). */
+  dropped(s: SsSocket, reason: DropReason): void {
+    const svc = this.mgr.svc
+    this.mgr.liveness.remove(this)
+    if (this.final || this.mgr.stopping()) return
+    if (reason === 'ready-timeout') { this.failed(s, new SyncsockError('ERR_SS_TIMEOUT', 'connection never became ready')); return }
+    svc.counters.add(C.failovers)
+    this.downSince = Date.now()
+    if (Date.now() - this.establishedAt >= this.cfg.retry.resetAfterMs) { this.attempt = 0; this.prevDelay = 0 }
+    let d: FailoverDecision = { reconnect: true }
+    if (typeof this.proto.failover === 'function') {
+      const v = s.hook('failover', reason)
+      if (v === HOOK_FAILED || v === undefined || v === true) d = { reconnect: true }
+      else if (v === false) d = { reconnect: false }
+      else d = v as FailoverDecision
+    }
+    if (!d.reconnect) { this.giveUp(new SyncsockError('ERR_SS_CLOSED', `failover gave up after ${reason}`)); return }
+    if (d.target) this.target = d.target
+    this.attempt++
+    const delay = d.delayMs ?? this.nextDelay()
+    this.mgr.arm(this, delay)
+  }
+
+  connectFailed(s: SsSocket, error: Error): void {
+    this.clearConnectTimer()
+    this.mgr.connectDone()
+    const svc = this.mgr.svc
+    const code = (error as NodeJS.ErrnoException).code
+    svc.counters.add(C.connectFailed)
+    svc.counters.add(code === 'ECONNREFUSED' ? C.connectFailedRefused
+      : code === 'ERR_SS_TIMEOUT' || code === 'ETIMEDOUT' ? C.connectFailedTimeout
+        : code?.startsWith('ERR_TLS') || code?.startsWith('ERR_SSL') ? C.connectFailedTls : C.connectFailedOther)
+    svc.dispatcher.locked(this, () => {
+      // A foreign close recorded while connecting: the connection is final, nothing to retry.
+      if (svc.slots.takeFlags(this.id, REQ_BITS)) s.finalize('foreign', 'abort')
+      this.failed(s, error)
+    })
+  }
+
+  /** Under the lock: a connect that never became usable → retry(attempt, error). */
+  private failed(s: SsSocket, error: Error): void {
+    if (this.final || this.mgr.stopping()) return
+    if (!this.downSince) this.downSince = Date.now()
+    this.attempt++
+    this.mgr.svc.counters.add(C.retries)
+    if (this.attempt >= this.cfg.retry.maxAttempts + 1) { this.giveUp(error); return }
+    let delay = this.nextDelay()
+    if (typeof this.proto.retry === 'function') {
+      const v = s.hook('retry', this.attempt, error)
+      if (v === false) { this.giveUp(error); return }
+      if (typeof v === 'number' && Number.isFinite(v) && v >= 0) delay = v
+      else if (v !== null && typeof v === 'object') {
+        const o = v as { delayMs: number; target?: Target }
+        if (typeof o.delayMs === 'number' && o.delayMs >= 0) delay = o.delayMs
+        if (o.target) this.target = o.target
+      }
+    }
+    this.mgr.arm(this, delay)
+  }
+
+  private nextDelay(): number {
+    const d = backoffDelay(this.cfg.retry, Math.max(1, this.attempt), this.prevDelay || this.cfg.retry.baseMs)
+    this.prevDelay = d
+    return d
+  }
+
+  private giveUp(error: Error): void {
+    this.state = 'dead'
+    this.mgr.svc.slots.setState(this.id, ST_DEAD)
+    this.mgr.svc.counters.add(C.deadConnections)
+    this.mgr.report('dead', { id: this.id, host: this.target.host, port: this.target.port, attempts: this.attempt, error: error.message })
+  }
+
+  finalized(_s: SsSocket): void {
+    this.state = 'final'
+    this.mgr.svc.slots.setFlags(this.id, F_FINAL)
+    this.mgr.liveness.remove(this)
+    this.mgr.disarm(this)
+  }
+
+  released(s: SsSocket): void {
+    if (this.current === s) this.current = null
+    if (this.state === 'final') this.finish()
+    else if (this.state === 'open' || this.state === 'connecting') this.state = 'waiting'
+  }
+
+  /** Intentional close with no incarnation up (waiting, queued or dead): stop for good. */
+  closeIdle(): void {
+    this.state = 'final'
+    this.mgr.svc.slots.setFlags(this.id, F_FINAL)
+    this.mgr.disarm(this)
+    this.mgr.svc.counters.add(C.closed)
+    this.finish()
+  }
+
+  private finished = false
+  /** Free the slot once: the connection is over. */
+  finish(): void {
+    if (this.finished || this.current) return
+    this.finished = true
+    this.state = 'final'
+    this.mgr.forget(this)
+  }
+
+  setWaitingState(): void { this.mgr.svc.slots.setState(this.id, ST_WAITING) }
+  setConnectingState(): void { this.mgr.svc.slots.setState(this.id, ST_CONNECTING) }
+}
+
+export interface ConnServices extends ShardServices {
+  register(s: SsSocket): void
+  report(type: string, detail: Record<string, unknown>): void
+}
+
+export interface LivenessHooks {
+  add(c: ServerConn): void
+  remove(c: ServerConn): void
+  watchReady(s: SsSocket, ms: number): void
+}
+
+/** Per-shard owner of all server connections: batched reconnect timer + admission control. */
+export class ConnManager {
+  readonly svc: ConnServices
+  readonly conns = new Map<number, ServerConn>() // by slot index
+  liveness: LivenessHooks
+  private readonly i32: Int32Array
+  private readonly maxInFlight: number
+  private inFlight = 0
+  private readonly pending: ServerConn[] = [] // due, waiting for admission (FIFO)
+  private pendingHead = 0
+  private readonly heap: ServerConn[] = [] // waiting for their due time
+  private timer: NodeJS.Timeout | null = null
+  private timerAt = 0
+  private shut = false
+
+  constructor(svc: ConnServices, sab: SharedArrayBuffer, maxInFlight: number, liveness: LivenessHooks) {
+    this.svc = svc
+    this.i32 = new Int32Array(sab)
+    this.maxInFlight = maxInFlight
+    this.liveness = liveness
+  }
+
+  stopping(): boolean { return this.shut || Atomics.load(this.i32, H_STOPPING) !== 0 }
+
+  report(type: string, detail: Record<string, unknown>): void { this.svc.report(type, detail) }
+
+  create(proto: Protocol, cfg: NormalizedConnect): number {
+    if (this.stopping()) throw new SyncsockError('ERR_SS_STOPPED', 'engine is stopping: no new connections')
+    const id = this.svc.slots.alloc(F_SERVER, ST_CONNECTING)
+    if (id < 0) throw new SyncsockError('ERR_SS_SLOTS_EXHAUSTED', `shard ${this.svc.shard} has no free slot`)
+    const c = new ServerConn(this, id, proto, cfg)
+    this.conns.set(id % (1 << 20), c)
+    this.svc.counters.add(C.serverConns)
+    this.admit(c)
+    return id
+  }
+
+  /** Arm a reconnect (F1: refused for good once stopping or final — checked here, not only in clear). */
+  arm(c: ServerConn, delayMs: number): void {
+    if (this.stopping() || c.final || c.state === 'dead') return
+    c.state = 'waiting'
+    c.setWaitingState()
+    c.dueAt = Date.now() + Math.max(0, delayMs)
+    this.heapPush(c)
+    this.reschedule()
+  }
+
+  disarm(c: ServerConn): void {
+    if (c.heapIdx >= 0) this.heapRemove(c)
+    // queued entries are skipped when their state is no longer 'queued'
+  }
+
+  private admit(c: ServerConn): void {
+    if (this.stopping() || c.final) return
+    c.state = 'queued'
+    c.setConnectingState()
+    if (this.inFlight < this.maxInFlight) { this.inFlight++; this.updateGauges(); c.startConnect(); return }
+    this.pending.push(c)
+    this.updateGauges()
+  }
+
+  connectDone(): void {
+    this.inFlight--
+    this.pump()
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight && this.pendingHead < this.pending.length) {
+      const c = this.pending[this.pendingHead++]
+      if (c.state !== 'queued' || c.final || this.stopping()) continue
+      this.inFlight++
+      c.startConnect()
+    }
+    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+      this.pending.splice(0, this.pendingHead)
+      this.pendingHead = 0
+    }
+    this.updateGauges()
+  }
+
+  private updateGauges(): void {
+    this.svc.counters.set(C.connectsInFlight, this.inFlight)
+    this.svc.counters.set(C.pendingConnects, this.pending.length - this.pendingHead)
+  }
+
+  private onTimer = (): void => {
+    this.timer = null
+    const now = Date.now()
+    while (this.heap.length > 0 && this.heap[0].dueAt <= now) {
+      const c = this.heapPop()
+      // F1 again, under the connection's lock, right before it may connect.
+      this.svc.dispatcher.locked(c, () => { if (!c.final && !this.stopping() && c.state === 'waiting') this.admit(c) })
+    }
+    this.reschedule()
+  }
+
+  private reschedule(): void {
+    if (this.shut || this.heap.length === 0) {
+      if (this.timer) { clearTimeout(this.timer); this.timer = null }
+      return
+    }
+    const at = this.heap[0].dueAt
+    if (this.timer && this.timerAt <= at) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(this.onTimer, Math.max(0, at - Date.now()))
+  }
+
+  /** The connection is over: free its slot. */
+  forget(c: ServerConn): void {
+    this.disarm(c)
+    const slot = c.id % (1 << 20)
+    if (this.conns.get(slot) === c) {
+      this.conns.delete(slot)
+      this.svc.slots.release(c.id)
+      this.svc.counters.add(C.serverConns, -1)
+    }
+  }
+
+  /** Stop (§6b.3): every connection FINAL, reconnect timer shut down so it can never re-arm. */
+  shutdown(closeIncarnation: (s: SsSocket) => void): void {
+    this.shut = true
+    if (this.timer) { clearTimeout(this.timer); this.timer = null }
+    this.heap.length = 0
+    this.pending.length = 0
+    this.pendingHead = 0
+    for (const c of [...this.conns.values()]) {
+      c.heapIdx = -1
+      this.svc.dispatcher.locked(c, () => {
+        const s = c.current
+        if (s && s.phase !== 'closed') closeIncarnation(s)
+        else c.closeIdle()
+      })
+    }
+    this.updateGauges()
+  }
+
+  // ---- min-heap by dueAt ----
+  private heapPush(c: ServerConn): void {
+    if (c.heapIdx >= 0) this.heapRemove(c)
+    c.heapIdx = this.heap.length
+    this.heap.push(c)
+    this.siftUp(c.heapIdx)
+  }
+  private heapPop(): ServerConn {
+    const top = this.heap[0]
+    this.heapRemove(top)
+    return top
+  }
+  private heapRemove(c: ServerConn): void {
+    const i = c.heapIdx
+    const last = this.heap.pop()!
+    c.heapIdx = -1
+    if (last !== c) {
+      this.heap[i] = last
+      last.heapIdx = i
+      this.siftDown(i)
+      this.siftUp(i)
+    }
+  }
+  private siftUp(i: number): void {
+    const h = this.heap
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      if (h[p].dueAt <= h[i].dueAt) break
+      ;[h[p], h[i]] = [h[i], h[p]]
+      h[p].heapIdx = p; h[i].heapIdx = i
+      i = p
+    }
+  }
+  private siftDown(i: number): void {
+    const h = this.heap
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1
+      let m = i
+      if (l < h.length && h[l].dueAt < h[m].dueAt) m = l
+      if (r < h.length && h[r].dueAt < h[m].dueAt) m = r
+      if (m === i) return
+      ;[h[m], h[i]] = [h[i], h[m]]
+      h[m].heapIdx = m; h[i].heapIdx = i
+      i = m
+    }
+  }
+}
+
+export { ST_ESTABLISHED }

@@ -1,0 +1,379 @@
+// SsSocket: one socket incarnation's life, top to bottom (Tempesta's sock.c).
+//
+//   connecting ──connect──▶ open ──peer FIN/RST/error, send-timeout, liveness──▶ dropped
+//        │                   │                                                     │
+//        └─connect failed    └─close('graceful'|'abort'), foreign close/unlink,    ▼
+//          (server conn: retry)  stop() ────────────────────────────────▶ closing ─▶ closed
+//
+// Exactly one of three ends hands the linked data back (L2): `dropped` (peer/network ended it:
+// connectionDrop, then failover for a server connection), `finalize` (we ended it:
+// connectionClose; FINAL is set first, so F1 holds), or a local `unlink()` (returns the data).
+// `ended` records that the release happened; every later path checks it, under the lock.
+// Only the owner shard touches this object (O1); foreign threads set request bits in the slot.
+
+import type { Socket } from 'node:net'
+import {
+  C, F_LINKED, F_FINAL, F_HIGH_WATER, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK,
+  ST_CONNECTING, ST_ESTABLISHED, ST_CLOSING,
+} from './layout.ts'
+import type { CounterBlock } from './counters.ts'
+import type { SlotTable } from './slots.ts'
+import { SyncsockError } from './errors.ts'
+import type { Dispatcher, HookFailure, Lockable } from '../hooks/dispatch.ts'
+import type {
+  CloseCause, CloseMode, DropReason, HookName, Protocol, SendStatus, ShardContext, SocketKind,
+  SsSocketApi,
+} from '../hooks/types.ts'
+
+/** Flags that stop hooks at once: an intentional close or a foreign request is pending (L1). */
+const BLOCKS_HOOKS = F_FINAL | F_REQ_CLOSE | F_REQ_ABORT | F_REQ_UNLINK
+export const REQ_BITS = F_REQ_CLOSE | F_REQ_ABORT | F_REQ_UNLINK
+
+export interface SocketLimits {
+  /** send queue above this answers 'high-water' and refuses foreign sends (S3) */
+  highWater: number
+  /** hard cap on the send queue: local sends beyond it are refused */
+  maxQueue: number
+}
+
+/** The shard services a socket needs; implemented by the shard runtime. */
+export interface ShardServices {
+  readonly shard: number
+  readonly dispatcher: Dispatcher
+  readonly slots: SlotTable
+  readonly counters: CounterBlock
+  readonly ctx: ShardContext
+  readonly limits: SocketLimits
+  /** register a socket with unsent bytes for the send-timeout scan (S3, Kuma #5373) */
+  watchSend(s: SsSocket): void
+  hookFailed(s: SsSocket, f: HookFailure): void
+  /** the net socket is gone: forget the incarnation (and free its slot unless a conn owns it) */
+  released(s: SsSocket): void
+}
+
+/** A persistent server connection that owns incarnations (src/hooks/server.ts). */
+export interface IncarnationOwner {
+  established(s: SsSocket): void
+  /** under the lock, after connectionDrop: decide failover */
+  dropped(s: SsSocket, reason: DropReason): void
+  connectFailed(s: SsSocket, error: Error): void
+  /** intentional close of the incarnation is final for the connection too (F1) */
+  finalized(s: SsSocket): void
+  released(s: SsSocket): void
+}
+
+const DROP_COUNTER: Record<DropReason, number> = {
+  'fin': C.droppedFin, 'reset': C.droppedReset, 'error': C.droppedError,
+  'send-timeout': C.droppedSendTimeout, 'liveness': C.droppedLiveness, 'ready-timeout': C.droppedError,
+}
+const CLOSE_COUNTER: Record<CloseCause, number> = {
+  'local': C.closedLocal, 'foreign': C.closedForeign, 'unlink': C.closedUnlink,
+  'shutdown': C.closedShutdown, 'hook-error': C.closedHookError,
+}
+
+export function dropReasonOf(err: Error | undefined): DropReason {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return code === 'ECONNRESET' || code === 'EPIPE' ? 'reset' : 'error'
+}
+
+export class SsSocket implements SsSocketApi, Lockable {
+  readonly id: number
+  readonly kind: SocketKind
+  readonly protocol: string
+  readonly proto: Protocol
+  readonly lockIdx: number
+  backlog: (() => void)[] | null = null
+  phase: 'connecting' | 'open' | 'closing' | 'closed' = 'open'
+  net: Socket
+  /** this incarnation took its terminal path (drop or intentional close); data released with it */
+  ended = false
+  /** intentional close happened (F1) */
+  final = false
+  owner: IncarnationOwner | null
+  /** send-timeout bookkeeping: bytes written at the last progress, and when */
+  progressBytes = 0
+  progressAt = 0
+  timers: Set<NodeJS.Timeout> | null = null
+  /** liveness bookkeeping (src/hooks/liveness.ts) */
+  probeSentAt = 0
+  probeRecvCount = 0
+  probeMisses = 0
+  lastProbeAt = 0
+  private readonly svc: ShardServices
+  private linkedData: unknown = undefined
+  private isLinked = false
+  private userPaused = false
+  private wantWritable = false
+  /** the error that ended it (connect failures read it) */
+  lastError: Error | undefined
+  /** chunks received so far: liveness and readiness compare it with the count at a probe */
+  recvCount = 0
+
+  constructor(svc: ShardServices, id: number, kind: SocketKind, protocol: string, proto: Protocol,
+    net: Socket, owner: IncarnationOwner | null = null) {
+    this.svc = svc
+    this.id = id
+    this.kind = kind
+    this.protocol = protocol
+    this.proto = proto
+    this.net = net
+    this.owner = owner
+    this.lockIdx = svc.slots.lockIdx(id)
+    net.on('data', this.onData)
+    net.on('end', this.onEnd)
+    net.on('error', this.onError)
+    net.on('close', this.onClose)
+    net.on('drain', this.onDrain)
+  }
+
+  // ---------------- the user API (SsSocketApi) ----------------
+
+  get shard(): number { return this.svc.shard }
+  get ctx(): ShardContext { return this.svc.ctx }
+  get localAddress() { return this.net.localAddress }
+  get localPort() { return this.net.localPort }
+  get remoteAddress() { return this.net.remoteAddress }
+  get remotePort() { return this.net.remotePort }
+  get data(): unknown { return this.linkedData }
+  get linked(): boolean { return this.isLinked }
+  get queued(): number { return this.net.writableLength }
+
+  /**
+   * Link user data (sk_user_data). Linking and a local unlink are single atomic flag updates plus
+   * owner-local JS state, so they are safe from inside any hook; foreign threads never touch data.
+   */
+  link(data: unknown): void {
+    if (this.ended || this.final) {
+      throw new SyncsockError('ERR_SS_CLOSED', `socket ${this.id} already ended; cannot link`)
+    }
+    this.linkedData = data
+    if (!this.isLinked) {
+      this.isLinked = true
+      this.svc.slots.setFlags(this.id, F_LINKED)
+    }
+  }
+
+  /** Local unlink: returns the data (its one release, L2); the socket keeps working. */
+  unlink(): unknown {
+    if (!this.isLinked) return undefined
+    const d = this.linkedData
+    this.dropLink()
+    return d
+  }
+
+  send(bytes: Uint8Array): SendStatus {
+    if (!(bytes instanceof Uint8Array)) {
+      throw new SyncsockError('ERR_SS_BAD_OPTION', 'sock.send takes a Uint8Array or Buffer')
+    }
+    if (this.phase !== 'open' || this.final || this.net.writableEnded || this.net.destroyed) {
+      this.svc.counters.add(C.sendRefused)
+      return 'ERR_SS_CLOSED'
+    }
+    if (this.net.writableLength + bytes.length > this.svc.limits.maxQueue) {
+      this.svc.counters.add(C.sendRefused)
+      return 'ERR_SS_QUEUE_FULL'
+    }
+    return this.write(bytes)
+  }
+
+  /** Write without the caller-side checks (ring messages were checked by their producer). */
+  write(bytes: Uint8Array): SendStatus {
+    if (bytes.length === 0) return 'ok'
+    this.net.write(bytes)
+    this.svc.counters.add(C.bytesOut, bytes.length)
+    if (this.net.writableLength > 0) this.svc.watchSend(this)
+    if (this.net.writableLength >= this.svc.limits.highWater) {
+      if (!this.wantWritable) {
+        this.wantWritable = true
+        this.svc.slots.setFlags(this.id, F_HIGH_WATER)
+      }
+      return 'high-water'
+    }
+    return 'ok'
+  }
+
+  close(mode: CloseMode = 'graceful'): void {
+    if (mode !== 'graceful' && mode !== 'abort') {
+      throw new SyncsockError('ERR_SS_BAD_OPTION', `close mode must be 'graceful' or 'abort'; got ${String(mode)}`)
+    }
+    this.svc.dispatcher.locked(this, () => this.finalize('local', mode))
+  }
+
+  pause(): void { this.userPaused = true; this.net.pause() }
+  resume(): void { this.userPaused = false; if (!this.backlog) this.net.resume() }
+
+  /** While work waits for a contended lock, stop reading so the backlog stays bounded. */
+  onBacklog(waiting: boolean): void {
+    if (waiting) this.net.pause()
+    else if (!this.userPaused) this.net.resume()
+  }
+
+  // ---------------- hooks, under the lock ----------------
+
+  /** May a hook of this incarnation run now? (call under the lock: L1) */
+  runnable(): boolean {
+    return this.isLinked && !this.final && (this.svc.slots.flags(this.id) & BLOCKS_HOOKS) === 0
+  }
+
+  /** Call a hook (caller holds the lock). A failing hook aborts the socket (cause hook-error). */
+  hook(name: HookName, ...args: unknown[]): unknown {
+    return this.svc.dispatcher.call(this.proto, name, [this, ...args], (f) => {
+      this.svc.hookFailed(this, f)
+      if (name === 'connectionClose' || name === 'connectionDrop') return // release already happened
+      this.finalize('hook-error', 'abort')
+    })
+  }
+
+  /** Registered: run connectionNew (it links data). Without the hook, link null so data flows. */
+  started(): void {
+    this.svc.dispatcher.locked(this, () => {
+      if (this.final) return
+      if (typeof this.proto.connectionNew === 'function') this.hook('connectionNew')
+      else this.link(null)
+    })
+  }
+
+  // ---------------- endings ----------------
+
+  /**
+   * We end it (F1): FINAL first, then connectionClose hands the data back, then the I/O. Runs
+   * under the lock. Idempotent: a second close only upgrades graceful to abort.
+   */
+  finalize(cause: CloseCause, mode: CloseMode): void {
+    if (!this.final) {
+      this.final = true
+      this.svc.slots.setFlags(this.id, F_FINAL)
+      this.owner?.finalized(this)
+      if (!this.ended) {
+        this.ended = true
+        if (this.isLinked) this.hook('connectionClose', cause)
+        this.dropLink()
+      }
+      this.svc.counters.add(C.closed)
+      this.svc.counters.add(CLOSE_COUNTER[cause])
+    }
+    this.endIo(mode)
+  }
+
+  /** The peer or the network ended it: connectionDrop, then the owner's failover (F2). */
+  dropped(reason: DropReason): void {
+    this.svc.dispatcher.locked(this, () => {
+      // A foreign close/unlink recorded before the peer's end wins: it was intentional (F1), and
+      // the incarnation is about to vanish, so apply it now rather than after the barrier.
+      const req = this.svc.slots.takeFlags(this.id, REQ_BITS)
+      if (req) this.applyRequests(req)
+      if (this.ended || this.final) return
+      this.ended = true
+      this.svc.counters.add(C.dropped)
+      this.svc.counters.add(DROP_COUNTER[reason])
+      if (this.isLinked) this.hook('connectionDrop', reason)
+      this.dropLink()
+      this.owner?.dropped(this, reason)
+    })
+    if (reason === 'send-timeout' || reason === 'liveness' || reason === 'ready-timeout') this.endIo('abort')
+  }
+
+  private dropLink(): void {
+    if (this.isLinked) {
+      this.isLinked = false
+      this.linkedData = undefined
+      this.svc.slots.clearFlags(this.id, F_LINKED)
+    }
+  }
+
+  private endIo(mode: CloseMode): void {
+    if (this.phase === 'closed') return
+    if (this.phase !== 'closing') {
+      this.phase = 'closing'
+      this.svc.slots.setState(this.id, ST_CLOSING)
+    }
+    if (mode === 'abort' || this.net.connecting) {
+      if (!this.net.destroyed) this.net.resetAndDestroy()
+    } else if (!this.net.writableEnded) {
+      this.net.end()
+    }
+  }
+
+  // ---------------- net events ----------------
+
+  private onData = (chunk: Buffer): void => {
+    this.recvCount++
+    this.svc.counters.add(C.bytesIn, chunk.length)
+    this.svc.dispatcher.locked(this, () => {
+      if (this.runnable()) {
+        this.hook('connectionRecv', chunk)
+      } else {
+        // Tempesta: an unlinked socket still works; its data is eaten and counted (L2).
+        this.svc.counters.add(C.discardedAfterUnlink, chunk.length)
+        this.svc.counters.add(C.discardedChunks)
+      }
+    })
+  }
+
+  private onEnd = (): void => {
+    if (typeof this.proto.connectionEnd === 'function' && this.phase === 'open') {
+      // Half-open: the peer is done sending; we may still write until we close.
+      this.svc.dispatcher.locked(this, () => { if (this.runnable()) this.hook('connectionEnd') })
+      return
+    }
+    this.dropped('fin')
+    if (!this.net.writableEnded) this.net.end()
+  }
+
+  private onError = (err: Error): void => {
+    this.lastError = err
+    if (this.phase === 'connecting') return // 'close' follows; the owner treats it as a connect failure
+    this.dropped(dropReasonOf(err))
+  }
+
+  private onDrain = (): void => {
+    if (!this.wantWritable || this.net.writableLength >= this.svc.limits.highWater) return
+    this.wantWritable = false
+    this.svc.slots.clearFlags(this.id, F_HIGH_WATER)
+    this.svc.dispatcher.locked(this, () => { if (this.runnable()) this.hook('connectionWritable') })
+  }
+
+  private onClose = (): void => {
+    if (this.phase === 'connecting') {
+      this.phase = 'closed'
+      this.owner?.connectFailed(this, this.lastError ?? new Error('connection closed before it was established'))
+    } else {
+      if (!this.ended && !this.final) this.dropped(this.lastError ? dropReasonOf(this.lastError) : 'fin')
+      this.phase = 'closed'
+    }
+    if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null }
+    this.svc.released(this)
+    this.owner?.released(this)
+  }
+
+  // ---------------- outbound (server connection incarnations) ----------------
+
+  /** Mark as connecting (the owner created `net` with net.connect). */
+  connecting(): void {
+    this.phase = 'connecting'
+    this.svc.slots.setState(this.id, ST_CONNECTING)
+    this.net.once('connect', this.onConnect)
+  }
+
+  private onConnect = (): void => {
+    if (this.phase !== 'connecting') return
+    this.phase = 'open'
+    this.svc.slots.setState(this.id, ST_ESTABLISHED)
+    this.owner?.established(this)
+  }
+
+  /** Mark an accepted socket established. */
+  accepted(): void { this.svc.slots.setState(this.id, ST_ESTABLISHED) }
+
+  /** Apply foreign requests recorded in the slot (Q1). Called by the shard under the lock. */
+  applyRequests(bits: number): void {
+    if (bits & F_REQ_UNLINK) {
+      if (this.isLinked) {
+        this.hook('connectionClose', 'unlink')
+        this.dropLink()
+        this.svc.counters.add(C.closedUnlink)
+      }
+    }
+    if (bits & (F_REQ_CLOSE | F_REQ_ABORT)) this.finalize('foreign', bits & F_REQ_ABORT ? 'abort' : 'graceful')
+  }
+}

@@ -1,0 +1,390 @@
+// Shard worker entry: one per CPU. Owns its event loop, its listeners (SO_REUSEPORT, the same
+// port on every shard), every socket it accepted or connected (O1), its rings' consumer side,
+// and its timers (reconnect heap, liveness tick, send-timeout scan, loop-delay publishing).
+// Must never block (S1): no Atomics.wait, no sync fs, no lock held across an await.
+
+import { parentPort, workerData } from 'node:worker_threads'
+import { createServer, type Server, type Socket } from 'node:net'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import {
+  Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK,
+  idShard, idSlot,
+} from '../ss/layout.ts'
+import { CounterBlock } from '../ss/counters.ts'
+import { CallbackLock } from '../ss/lock.ts'
+import { SlotTable } from '../ss/slots.ts'
+import { Inbox } from '../ss/ring.ts'
+import { ForeignOps, MSG_MORE, OP_SEND, MSG_HDR } from '../ss/foreign.ts'
+import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
+import { SyncsockError } from '../ss/errors.ts'
+import { Dispatcher, type HookFailure } from '../hooks/dispatch.ts'
+import { loadProtocols } from '../hooks/protocols.ts'
+import { ConnManager, normalizeConnect, type ConnServices, type ServerConn } from '../hooks/server.ts'
+import { Liveness } from '../hooks/liveness.ts'
+import type {
+  CloseMode, ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
+  SsSocketApi,
+} from '../hooks/types.ts'
+import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
+
+class Shard implements ConnServices {
+  readonly shard: number
+  readonly tid: number
+  readonly layout: Layout
+  readonly counters: CounterBlock
+  readonly dispatcher: Dispatcher
+  readonly slots: SlotTable
+  readonly limits: SocketLimits & ShardLimits
+  readonly ctx: ShardContext
+  readonly conns: ConnManager
+  private readonly i32: Int32Array
+  private readonly foreign: ForeignOps
+  private readonly inbox: Inbox
+  private readonly liveness: Liveness
+  private readonly protocols: Record<string, Protocol>
+  private readonly bySlot: (SsSocket | null)[]
+  private readonly listeners = new Map<number, Server>()
+  private readonly sendWatch = new Set<SsSocket>()
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  private readonly housekeeping: NodeJS.Timeout
+  private live = 0
+  private stopping = false
+  private readonly port = parentPort!
+
+  constructor(init: ShardInit, protocols: Record<string, Protocol>) {
+    this.shard = init.shard
+    this.tid = init.shard + 1
+    this.layout = Layout.from(init.sab)
+    this.i32 = new Int32Array(init.sab)
+    this.limits = init.limits
+    this.protocols = protocols
+    this.counters = new CounterBlock(init.sab, this.layout, this.tid)
+    this.counters.reset()
+    const lock = new CallbackLock(init.sab, this.layout, this.tid, this.counters)
+    this.dispatcher = new Dispatcher(lock, this.counters)
+    this.slots = new SlotTable(init.sab, this.layout, this.shard)
+    // A restarted shard (epoch > 0) inherits a table whose ids belong to the dead thread (R1).
+    if (Atomics.load(this.i32, this.layout.threadBase(this.tid) + T_EPOCH) > 0) this.slots.resetAll()
+    this.bySlot = new Array(this.layout.slotsPerShard).fill(null)
+    this.foreign = new ForeignOps(init.sab, this.layout, this.tid, this.counters, lock)
+    this.liveness = new Liveness(this.dispatcher, this.counters)
+    this.conns = new ConnManager(this, init.sab, this.limits.maxConnectsInFlight, this.liveness)
+    this.ctx = this.makeContext()
+    this.inbox = new Inbox(init.sab, this.layout, this.tid, {
+      budget: this.limits.drainBudget,
+      onRecord: this.onRecord,
+      onWake: this.onWake,
+    })
+    this.loopDelay.enable()
+    // The referenced handle that keeps this worker alive while it waits on its doorbell
+    // (a pending Atomics.waitAsync does not: nodejs/node#44729). It also publishes loop delay
+    // (T1) and scans for peers that stopped reading (S3).
+    const scanMs = Math.max(10, Math.min(250, Math.floor(this.limits.sendTimeoutMs / 4)))
+    this.housekeeping = setInterval(this.housekeep, scanMs)
+    Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 1)
+    this.inbox.run()
+    this.port.on('message', (m: ToShard) => { void this.control(m) })
+  }
+
+  // ---------------- services for sockets and connections ----------------
+
+  watchSend(s: SsSocket): void {
+    if (this.sendWatch.has(s)) return
+    s.progressBytes = s.net.bytesWritten - s.net.writableLength
+    s.progressAt = Date.now()
+    this.sendWatch.add(s)
+  }
+
+  hookFailed(s: SsSocket, f: HookFailure): void {
+    const e = f.error as { message?: string; code?: string; stack?: string }
+    this.report('hook-error', {
+      id: s.id, protocol: s.protocol, hook: f.hook, message: String(e?.message ?? e), code: e?.code, stack: e?.stack,
+    })
+  }
+
+  report(type: string, detail: Record<string, unknown>): void {
+    this.post({ t: 'event', type, detail: { shard: this.shard, ...detail } })
+  }
+
+  register(s: SsSocket): void {
+    this.bySlot[idSlot(s.id)] = s
+    this.live++
+    this.counters.add(C.active)
+  }
+
+  released(s: SsSocket): void {
+    const slot = idSlot(s.id)
+    if (this.bySlot[slot] === s) {
+      this.bySlot[slot] = null
+      this.live--
+      this.counters.add(C.active, -1)
+    }
+    this.sendWatch.delete(s)
+    if (!s.owner) this.slots.release(s.id) // a server connection keeps its slot across incarnations
+  }
+
+  // ---------------- accept ----------------
+
+  private accept(spec: ListenSpec, net: Socket): void {
+    if (this.stopping || Atomics.load(this.i32, H_STOPPING)) { net.destroy(); return }
+    const id = this.slots.alloc(0, ST_ESTABLISHED)
+    if (id < 0) {
+      this.counters.add(C.refusedNoSlot)
+      this.report('slots-exhausted', { port: spec.port })
+      net.destroy()
+      return
+    }
+    net.setNoDelay(true)
+    const s = new SsSocket(this, id, 'client', spec.protocol, this.protocols[spec.protocol], net)
+    this.register(s)
+    this.counters.add(C.accepted)
+    s.accepted()
+    s.started()
+  }
+
+  // ---------------- rings and slot requests ----------------
+
+  private onRecord = (_producer: number, off: number, len: number, ring: { dv: DataView; u8: Uint8Array }): boolean => {
+    const head = ring.dv.getUint32(off, true)
+    const op = head & 0xff
+    const more = ((head >>> 8) & MSG_MORE) !== 0
+    if (op !== OP_SEND) return more
+    const id = ring.dv.getFloat64(off + 8, true)
+    this.counters.add(C.ringRecv)
+    const s = this.socketFor(id)
+    if (!s || s.phase !== 'open' || s.final) {
+      this.counters.add(C.sendFailed) // accepted earlier; reported failed: the socket ended (S2)
+      return more
+    }
+    // Copy out: the ring's bytes are reused as soon as the drain publishes its head.
+    s.write(Buffer.from(ring.u8.subarray(off + MSG_HDR, off + len)))
+    return more
+  }
+
+  private readonly reqSlots: number[] = []
+  private onWake = (): void => {
+    this.reqSlots.length = 0
+    this.slots.takeRequests(this.reqSlots)
+    if (this.reqSlots.length === 0) return
+    const slots = this.reqSlots.slice()
+    // Q1: apply after everything published before we saw the request has been consumed.
+    this.inbox.barrier(() => { for (const slot of slots) this.applySlotRequests(slot) })
+  }
+
+  private applySlotRequests(slot: number): void {
+    const conn = this.conns.conns.get(slot)
+    const s = conn ? conn.current : this.bySlot[slot]
+    if (s && s.phase !== 'closed') {
+      this.dispatcher.locked(s, () => {
+        const bits = this.slots.takeFlags(s.id, REQ_BITS)
+        if (bits) { this.counters.add(C.requestsApplied); s.applyRequests(bits) }
+      })
+    } else if (conn) {
+      this.dispatcher.locked(conn, () => {
+        const bits = this.slots.takeFlags(conn.id, REQ_BITS)
+        if (bits) this.counters.add(C.requestsApplied)
+        if (bits & (F_REQ_CLOSE | F_REQ_ABORT)) conn.closeIdle() // no incarnation up: no data to release
+      })
+    }
+  }
+
+  /** The live incarnation for an id (a server connection's id maps to its current socket). */
+  socketFor(id: number): SsSocket | null {
+    if (idShard(id) !== this.shard) return null
+    const slot = idSlot(id)
+    const conn = this.conns.conns.get(slot)
+    if (conn) return conn.id === id ? conn.current : null
+    const s = this.bySlot[slot]
+    return s && s.id === id ? s : null
+  }
+
+  // ---------------- housekeeping ----------------
+
+  private housekeep = (): void => {
+    const now = Date.now()
+    for (const s of this.sendWatch) {
+      if (s.phase !== 'open' && s.phase !== 'closing') { this.sendWatch.delete(s); continue }
+      const flushed = s.net.bytesWritten - s.net.writableLength
+      if (s.net.writableLength === 0) { this.sendWatch.delete(s); continue }
+      if (flushed > s.progressBytes) { s.progressBytes = flushed; s.progressAt = now; continue }
+      if (now - s.progressAt >= this.limits.sendTimeoutMs) {
+        // S3 (Kuma #5373): a peer that stopped reading is dropped, never waited on.
+        this.sendWatch.delete(s)
+        if (s.ended || s.final) s.net.resetAndDestroy()
+        else s.dropped('send-timeout')
+      }
+    }
+    const ns = 1e6
+    this.counters.set(C.loopDelayP50Ms, this.loopDelay.percentile(50) / ns)
+    this.counters.set(C.loopDelayP99Ms, this.loopDelay.percentile(99) / ns)
+    this.counters.set(C.loopDelayMaxMs, this.loopDelay.max / ns)
+  }
+
+  // ---------------- control plane ----------------
+
+  private post(m: FromShard): void { this.port.postMessage(m) }
+
+  private async control(m: ToShard): Promise<void> {
+    try {
+      let value: unknown
+      switch (m.t) {
+        case 'listen': value = await this.listen(m.spec); break
+        case 'unlisten': value = await this.unlisten(m.key); break
+        case 'connect': value = this.connectMany(m.opts, m.count); break
+        case 'stop': value = await this.stop(m.graceMs); break
+      }
+      this.post({ t: 'reply', req: m.req, ok: true, value })
+      if (m.t === 'stop') this.exit()
+    } catch (e) {
+      const err = e as { code?: string; message?: string }
+      this.post({ t: 'reply', req: m.req, ok: false, error: { code: err.code, message: String(err.message ?? e) } })
+    }
+  }
+
+  private listen(spec: ListenSpec): Promise<number> {
+    if (this.stopping) return Promise.reject(new SyncsockError('ERR_SS_STOPPED'))
+    if (!this.protocols[spec.protocol]) {
+      return Promise.reject(new SyncsockError('ERR_SS_BAD_OPTION', `unknown protocol ${spec.protocol}`))
+    }
+    return new Promise((resolve, reject) => {
+      const server = createServer({ allowHalfOpen: true, noDelay: true })
+      server.on('connection', (net) => this.accept(spec, net))
+      const onError = (e: NodeJS.ErrnoException) => {
+        reject(new SyncsockError('ERR_SS_LISTEN', `listen on ${spec.host}:${spec.port} failed on shard ${this.shard}: ${e.code ?? e.message}`, { cause: e }))
+      }
+      server.once('error', onError)
+      server.listen({ port: spec.port, host: spec.host, backlog: spec.backlog, reusePort: true }, () => {
+        server.off('error', onError)
+        server.on('error', (e) => this.report('listener-error', { key: spec.key, message: e.message }))
+        this.listeners.set(spec.key, server)
+        this.counters.add(C.listeners)
+        const addr = server.address()
+        resolve(typeof addr === 'object' && addr ? addr.port : spec.port)
+      })
+    })
+  }
+
+  private unlisten(key: number): Promise<boolean> {
+    const server = this.listeners.get(key)
+    if (!server) return Promise.resolve(false)
+    this.listeners.delete(key)
+    this.counters.add(C.listeners, -1)
+    // server.close's callback waits for every accepted socket; we only need the listen handle gone.
+    server.close()
+    return Promise.resolve(true)
+  }
+
+  private connectMany(opts: ConnectOptions, count: number): number[] {
+    const cfg = normalizeConnect(opts, (p) => p in this.protocols)
+    const ids: number[] = []
+    for (let i = 0; i < count; i++) ids.push(this.conns.create(this.protocols[cfg.protocol], cfg))
+    return ids
+  }
+
+  /** §6b steps 2–4 for this shard. */
+  private async stop(graceMs: number): Promise<Record<string, number>> {
+    this.stopping = true
+    for (const key of [...this.listeners.keys()]) await this.unlisten(key)
+    this.conns.shutdown((s) => s.finalize('shutdown', 'graceful'))
+    for (const s of this.bySlot) {
+      if (s && s.phase !== 'closed') this.dispatcher.locked(s, () => s.finalize('shutdown', 'graceful'))
+    }
+    // Synchronize: wait for zero live sockets, with a no-progress timeout; then abort the rest.
+    let last = this.live
+    let lastChange = Date.now()
+    while (this.live > 0 && Date.now() - lastChange < graceMs) {
+      await new Promise((r) => setTimeout(r, 5))
+      if (this.live !== last) { last = this.live; lastChange = Date.now() }
+    }
+    const aborted = this.live
+    if (this.live > 0) {
+      for (const s of this.bySlot) if (s && s.phase !== 'closed') s.net.resetAndDestroy()
+      const deadline = Date.now() + 2000
+      while (this.live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    }
+    return { aborted, left: this.live }
+  }
+
+  private exit(): void {
+    clearInterval(this.housekeeping)
+    this.housekeep()
+    this.liveness.stop()
+    this.loopDelay.disable()
+    this.inbox.stop()
+    Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 0)
+    // With every handle gone the worker ends by itself; main terminates it if user code left any.
+    setImmediate(() => this.port.close())
+  }
+
+  // ---------------- the context hooks see ----------------
+
+  private makeContext(): ShardContext {
+    const self: Shard = this
+    const foreign: ForeignOps = this.foreign
+    return {
+      shard: this.shard,
+      shards: this.layout.shards,
+      get stopping() { return self.stopping || Atomics.load(self.i32, H_STOPPING) !== 0 },
+      send(id: number, bytes: Uint8Array): RemoteSendStatus {
+        foreign.check(id)
+        if (idShard(id) !== self.shard) return self.foreign.send(id, bytes)
+        if (!(bytes instanceof Uint8Array)) throw new SyncsockError('ERR_SS_BAD_OPTION', 'send takes a Uint8Array or Buffer')
+        const s = self.socketFor(id)
+        if (!s) return self.slots.live(id) ? 'ERR_SS_NOT_CONNECTED' : 'ERR_SS_STALE'
+        const st = s.send(bytes)
+        return st === 'ok' || st === 'high-water' ? 'ok' : st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
+      },
+      close(id: number, mode: CloseMode = 'graceful'): RequestStatus {
+        foreign.check(id)
+        if (idShard(id) !== self.shard) return self.foreign.close(id, mode)
+        const s = self.socketFor(id)
+        if (s) { if (s.final) return 'ERR_SS_CLOSED'; s.close(mode); return 'ok' }
+        const conn = self.conns.conns.get(idSlot(id))
+        if (conn && conn.id === id) { self.dispatcher.locked(conn, () => conn.closeIdle()); return 'ok' }
+        return 'ERR_SS_STALE'
+      },
+      unlink(id: number): RequestStatus {
+        foreign.check(id)
+        if (idShard(id) !== self.shard) return self.foreign.unlink(id)
+        const s = self.socketFor(id)
+        if (!s) return 'ERR_SS_STALE'
+        self.dispatcher.locked(s, () => s.applyRequests(F_REQ_UNLINK))
+        return 'ok'
+      },
+      connect(opts: ConnectOptions): number {
+        const cfg = normalizeConnect(opts, (p) => p in self.protocols)
+        return self.conns.create(self.protocols[cfg.protocol], cfg)
+      },
+      timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer {
+        const s = sock as SsSocket
+        if (!(s instanceof SsSocket) || s.shard !== self.shard) {
+          throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.timer takes a socket of this shard')
+        }
+        const t = setTimeout(() => {
+          s.timers?.delete(t)
+          self.dispatcher.locked(s, () => {
+            if (!s.runnable()) return
+            try { fn(s) } catch (error) {
+              self.counters.add(C.hookErrors)
+              self.hookFailed(s, { hook: 'timer', error })
+              s.finalize('hook-error', 'abort')
+            }
+          })
+        }, ms)
+        ;(s.timers ??= new Set()).add(t)
+        return { cancel() { clearTimeout(t); s.timers?.delete(t) } }
+      },
+    }
+  }
+}
+
+const init = workerData as ShardInit
+try {
+  const protocols = await loadProtocols(init.hooks)
+  new Shard(init, protocols)
+  parentPort!.postMessage({ t: 'ready' } satisfies FromShard)
+} catch (e) {
+  const err = e as { code?: string; message?: string }
+  parentPort!.postMessage({ t: 'event', type: 'boot-error', detail: { code: err.code, message: String(err.message ?? e) } } satisfies FromShard)
+  parentPort!.close()
+}
