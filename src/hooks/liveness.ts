@@ -22,6 +22,7 @@ export class Liveness implements LivenessHooks {
   private readonly ready = new Map<SsSocket, number>() // incarnation → deadline
   private timer: NodeJS.Timeout | null = null
   private tickMs = 1000
+  private timerMs = 0
   private readonly dispatcher: Dispatcher
   private readonly counters: CounterBlock
 
@@ -60,7 +61,11 @@ export class Liveness implements LivenessHooks {
   }
 
   private ensureTimer(): void {
-    if (this.timer) return
+    // A watch finer than the running tick restarts it: else a 300 ms ready deadline added after
+    // a 10 s liveness interval would be checked only once a second.
+    if (this.timer && this.timerMs <= this.tickMs) return
+    if (this.timer) clearInterval(this.timer)
+    this.timerMs = this.tickMs
     this.timer = setInterval(this.tick, this.tickMs)
   }
 

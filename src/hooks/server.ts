@@ -109,6 +109,8 @@ export class ServerConn implements Lockable, IncarnationOwner {
   dueAt = 0
   heapIdx = -1
   private connectTimer: NodeJS.Timeout | null = null
+  /** this incarnation holds one of the shard's connect slots (admission), given back exactly once */
+  private admitted = false
   private readonly mgr: ConnManager
 
   constructor(mgr: ConnManager, id: number, proto: Protocol, cfg: NormalizedConnect) {
@@ -125,7 +127,8 @@ export class ServerConn implements Lockable, IncarnationOwner {
   /** Start one incarnation's connect (admission already granted). */
   startConnect(): void {
     const svc = this.mgr.svc
-    if (this.final || this.mgr.stopping()) { this.mgr.connectDone(); this.finish(); return }
+    this.admitted = true
+    if (this.final || this.mgr.stopping()) { this.releaseAdmission(); this.finish(); return }
     this.state = 'connecting'
     svc.counters.add(C.connectAttempts)
     if (this.everUp) svc.counters.add(C.reconnects)
@@ -144,13 +147,18 @@ export class ServerConn implements Lockable, IncarnationOwner {
     }, this.cfg.connectTimeoutMs)
   }
 
-  private clearConnectTimer(): void {
+  /**
+   * The connect attempt is over (established, failed, or the incarnation closed while still
+   * connecting): stop its timer and give its admission back, once. Without the last case a close
+   * or stop during connect leaked an in-flight slot and left the timer holding the shard alive.
+   */
+  private releaseAdmission(): void {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+    if (this.admitted) { this.admitted = false; this.mgr.connectDone() }
   }
 
   established(s: SsSocket): void {
-    this.clearConnectTimer()
-    this.mgr.connectDone()
+    this.releaseAdmission()
     const svc = this.mgr.svc
     if (this.final || this.mgr.stopping()) {
       // §6b.1: a socket that becomes established during stop is closed without hooks.
@@ -193,8 +201,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
   }
 
   connectFailed(s: SsSocket, error: Error): void {
-    this.clearConnectTimer()
-    this.mgr.connectDone()
+    this.releaseAdmission()
     const svc = this.mgr.svc
     const code = (error as NodeJS.ErrnoException).code
     svc.counters.add(C.connectFailed)
@@ -250,7 +257,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
   }
 
   released(s: SsSocket): void {
-    if (this.current === s) this.current = null
+    if (this.current === s) { this.releaseAdmission(); this.current = null }
     if (this.state === 'final') this.finish()
     else if (this.state === 'open' || this.state === 'connecting') this.state = 'waiting'
   }

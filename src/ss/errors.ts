@@ -39,6 +39,11 @@ export class SyncsockError extends Error {
   }
 }
 
+/** A code from another realm or layer as one of ours: known codes pass, others become `fallback`. */
+export function asCode(code: unknown, fallback: ErrorCode): ErrorCode {
+  return typeof code === 'string' && code in codes ? code as ErrorCode : fallback
+}
+
 /** Throw ERR_SS_BAD_OPTION naming the option and what was expected (Node's validators style). */
 export function badOption(name: string, expected: string, actual: unknown): never {
   let shown: string

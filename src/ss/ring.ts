@@ -235,7 +235,7 @@ export class Inbox {
       budget -= got
       this.records += got
     }
-    this.bell.clear(); this.start = (this.start + 1) % n
+    this.start = (this.start + 1) % n
     this.runBarriers()
     if (!this.running) return
     if (budget <= 0) { this.yieldTurn(); return } // D1: let sockets and timers run, then continue

@@ -287,7 +287,11 @@ export class SsSocket implements SsSocketApi, Lockable {
       this.phase = 'closing'
       this.svc.slots.setState(this.id, ST_CLOSING)
     }
-    if (mode === 'abort' || this.net.connecting) {
+    if (this.net.connecting) {
+      // Never resetAndDestroy a connecting socket: Node defers that until 'connect', so a close
+      // or stop during a blackholed connect would wait for the kernel's SYN retries (minutes).
+      this.net.destroy()
+    } else if (mode === 'abort') {
       if (!this.net.destroyed) this.net.resetAndDestroy()
     } else if (!this.net.writableEnded) {
       this.net.end()

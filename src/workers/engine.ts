@@ -12,7 +12,7 @@ import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, T_BELL } from '../ss/layout.ts'
 import { CounterBlock, readCounters, sumCounters, type CounterSnapshot } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
 import { ForeignOps } from '../ss/foreign.ts'
-import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
+import { SyncsockError, asCode, badOption, checkInt } from '../ss/errors.ts'
 import type { CloseMode, ConnectOptions, RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
 import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
 
@@ -68,6 +68,7 @@ interface ShardHandle {
   ready: Promise<void>
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
   exited: Promise<number>
+  dead: boolean
 }
 
 const RPC_TIMEOUT_MS = 30_000
@@ -153,7 +154,7 @@ export class Engine extends EventEmitter {
     let readyResolve!: () => void, readyReject!: (e: Error) => void
     const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej })
     const h: ShardHandle = {
-      index, worker, ready, pending: new Map(),
+      index, worker, ready, pending: new Map(), dead: false,
       exited: new Promise((res) => worker.once('exit', res)),
     }
     this.shards[index] = h
@@ -165,10 +166,11 @@ export class Engine extends EventEmitter {
         h.pending.delete(m.req)
         clearTimeout(p.timer)
         if (m.ok) p.resolve(m.value)
-        else p.reject(new SyncsockError((m.error.code as never) ?? 'ERR_SS_LISTEN', m.error.message))
+        else p.reject(new SyncsockError(asCode(m.error.code, 'ERR_SS_LISTEN'), m.error.message))
       } else if (m.t === 'event') {
         if (m.type === 'boot-error') {
-          readyReject(new SyncsockError((m.detail.code as never) ?? 'ERR_SS_BAD_OPTION', `shard ${index} failed to start: ${m.detail.message}`))
+          // The hooks module failed to load or define its protocols: an option problem.
+          readyReject(new SyncsockError(asCode(m.detail.code, 'ERR_SS_BAD_OPTION'), `shard ${index} failed to start: ${m.detail.message}`))
         }
         this.onShardEvent(m.type, m.detail)
       }
@@ -190,6 +192,7 @@ export class Engine extends EventEmitter {
 
   private onShardExit(h: ShardHandle, code: number): void {
     const tid = h.index + 1
+    h.dead = true
     Atomics.store(this.i32, this.layout.threadBase(tid) + T_ALIVE, 0)
     for (const p of h.pending.values()) {
       clearTimeout(p.timer)
@@ -213,6 +216,7 @@ export class Engine extends EventEmitter {
 
   private rpc(h: ShardHandle, m: ToShard, timeoutMs = RPC_TIMEOUT_MS): Promise<unknown> {
     const req = this.nextReq++
+    if (h.dead) return Promise.reject(new SyncsockError('ERR_SS_SHARD_DIED', `shard ${h.index} is not running`))
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         h.pending.delete(req)

@@ -126,7 +126,13 @@ class Shard implements ConnServices {
   // ---------------- accept ----------------
 
   private accept(spec: ListenSpec, net: Socket): void {
-    if (this.stopping || Atomics.load(this.i32, H_STOPPING)) { net.destroy(); return }
+    if (this.stopping || Atomics.load(this.i32, H_STOPPING)) {
+      // Accepted during stop (it was in the kernel's queue): a plain FIN, no hooks (§6b.1).
+      net.on('error', () => {})
+      net.end()
+      net.destroySoon()
+      return
+    }
     const id = this.slots.alloc(0, ST_ESTABLISHED)
     if (id < 0) {
       this.counters.add(C.refusedNoSlot)
@@ -284,6 +290,9 @@ class Shard implements ConnServices {
   /** §6b steps 2–4 for this shard. */
   private async stop(graceMs: number): Promise<Record<string, number>> {
     this.stopping = true
+    // §6b.2: let one loop turn accept what the kernel already queued (those get a FIN, not the
+    // RST that closing a listener with a non-empty accept queue would send), then close.
+    await new Promise((r) => setImmediate(r))
     for (const key of [...this.listeners.keys()]) await this.unlisten(key)
     this.conns.shutdown((s) => s.finalize('shutdown', 'graceful'))
     for (const s of this.bySlot) {
