@@ -3,7 +3,7 @@
 // resets its slot table (old ids answer ERR_SS_STALE) and reopens its listeners.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { Engine } from '../src/index.ts'
+import { Engine, idShard } from '../src/index.ts'
 import { RECORDER, recordEvents, waitFor, connect, roundTrip, closed, leakedHandles, sleep } from './net-helpers.ts'
 
 const rec = recordEvents('crash-test')
@@ -16,6 +16,10 @@ test('a shard killed inside a hook is restarted; its listeners reopen; its old i
   engine.on('shard-restart', (d) => restarts.push(d))
   try {
     const l = await engine.listen({ port: 0, protocol: 'crash' })
+    const backend = await engine.listen({ port: 0, protocol: 'echo' })
+    // two persistent server connections per shard (round robin)
+    const conns = await engine.connect({ host: '127.0.0.1', port: backend.port, protocol: 'up', count: 4 })
+    await waitFor(() => engine.stats().connected >= 4, 5000, 'server connections up')
     const c = await connect(l.port)
     await roundTrip(c, 'hello')
     await waitFor(() => rec.of('new').length >= 1, 3000)
@@ -29,6 +33,12 @@ test('a shard killed inside a hook is restarted; its listeners reopen; its old i
     // the dead incarnation's id is stale after the reset, and its lock cannot wedge main
     assert.is(engine.close(victim.id), 'ERR_SS_STALE')
     assert.is(engine.send(victim.id, Buffer.from('x')), 'ERR_SS_STALE')
+    // its two server connections were re-created on the restarted shard, with new ids
+    const r = restarts[0] as { shard: number; connections: number[] }
+    assert.is(r.connections.length, 2)
+    const oldOnVictim = conns.filter((id) => idShard(id) === victim.shard)
+    for (const id of oldOnVictim) assert.is(engine.close(id), 'ERR_SS_STALE')
+    await waitFor(() => engine.stats().shards[victim.shard].connected >= 2, 5000, 'reconnected on the new shard')
     // both shards serve the port again: enough connections land on each
     const before = engine.stats().shards.map((s) => s.accepted)
     const cs = await Promise.all(Array.from({ length: 60 }, () => connect(l.port)))

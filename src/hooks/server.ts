@@ -220,8 +220,8 @@ export class ServerConn implements Lockable, IncarnationOwner {
     if (this.final || this.mgr.stopping()) return
     if (!this.downSince) this.downSince = Date.now()
     this.attempt++
-    this.mgr.svc.counters.add(C.retries)
     if (this.attempt >= this.cfg.retry.maxAttempts + 1) { this.giveUp(error); return }
+    this.mgr.svc.counters.add(C.retries) // a retry that will be scheduled, not the give-up
     let delay = this.nextDelay()
     if (typeof this.proto.retry === 'function') {
       const v = s.hook('retry', this.attempt, error)

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events'
 import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
-import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, T_BELL } from '../ss/layout.ts'
+import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, T_BELL, F_FINAL } from '../ss/layout.ts'
 import { CounterBlock, readCounters, sumCounters, type CounterSnapshot } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
 import { ForeignOps } from '../ss/foreign.ts'
@@ -82,6 +82,8 @@ export class Engine extends EventEmitter {
   private readonly init: Omit<ShardInit, 'shard'>
   private readonly shards: ShardHandle[] = []
   private readonly listenSpecs = new Map<number, ListenSpec>()
+  /** per shard: the connect requests it serves, re-issued if it is restarted (R1) */
+  private readonly connectSpecs: { opts: ConnectOptions; ids: number[] }[][] = []
   private readonly restart: boolean
   private nextReq = 1
   private nextKey = 1
@@ -203,14 +205,29 @@ export class Engine extends EventEmitter {
     // R1: the dead thread's locks are broken by the epoch bump; its slots are reset by the
     // replacement (generations bumped, so stale ids fail cleanly); its listeners reopen.
     Atomics.add(this.i32, this.layout.threadBase(tid) + T_EPOCH, 1)
+    // Which of its server connections were still wanted: not intentionally closed (FINAL) before
+    // the crash. Read now, before the replacement resets the slot table.
+    const wanted = (this.connectSpecs[h.index] ?? []).map((c) => ({
+      opts: c.opts,
+      count: c.ids.filter((id) => this.foreign.slots.live(id) && (this.foreign.slots.word(id) & F_FINAL) === 0).length,
+    })).filter((c) => c.count > 0)
+    this.connectSpecs[h.index] = []
     this.onShardEvent('shard-exit', { shard: h.index, code, restarting: this.restart })
     if (!this.restart) return
     const nh = this.spawn(h.index)
     nh.ready.then(async () => {
-      for (const spec of this.listenSpecs.values()) {
-        await this.rpc(nh, { t: 'listen', req: 0, spec }).catch((e) => this.onShardEvent('shard-error', { shard: h.index, message: (e as Error).message }))
+      const fail = (e: unknown) => this.onShardEvent('shard-error', { shard: h.index, message: (e as Error).message })
+      for (const spec of this.listenSpecs.values()) await this.rpc(nh, { t: 'listen', req: 0, spec }).catch(fail)
+      // Its server connections come back on the new incarnation of the shard, with new ids.
+      const ids: number[] = []
+      for (const c of wanted) {
+        const got = await this.rpc(nh, { t: 'connect', req: 0, opts: { ...c.opts, count: c.count }, count: c.count }).catch(fail)
+        if (Array.isArray(got)) {
+          ids.push(...(got as number[]))
+          ;(this.connectSpecs[h.index] ??= []).push({ opts: { ...c.opts, count: c.count }, ids: got as number[] })
+        }
       }
-      this.emit('shard-restart', { shard: h.index })
+      this.emit('shard-restart', { shard: h.index, connections: ids })
     }, () => {})
   }
 
@@ -273,7 +290,12 @@ export class Engine extends EventEmitter {
     const per = new Array<number>(this.layout.shards).fill(0)
     if (opts.shard !== undefined) per[checkInt('shard', opts.shard, 0, this.layout.shards - 1)] = count
     else for (let i = 0; i < count; i++) per[this.nextConnShard++ % this.layout.shards]++
-    const res = await Promise.all(per.map((n, i) => n === 0 ? [] : this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...opts, count: n }, count: n })))
+    const res = await Promise.all(per.map(async (n, i) => {
+      if (n === 0) return []
+      const ids = await this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...opts, count: n }, count: n })
+      ;(this.connectSpecs[i] ??= []).push({ opts: { ...opts, count: n }, ids: ids as number[] })
+      return ids
+    }))
     return (res as number[][]).flat()
   }
 
