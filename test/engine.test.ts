@@ -3,7 +3,7 @@
 // every way to misuse it.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { Engine, SyncsockError } from '../src/index.ts'
+import { Engine, SyncsockError, reusePortSupported } from '../src/index.ts'
 import {
   RECORDER, recordEvents, waitFor, connect, roundTrip, closed, checkReleasedOnce, leakedHandles, sleep,
 } from './net-helpers.ts'
@@ -236,6 +236,8 @@ test('bad options and bad ids get typed errors, never a crash', async () => {
     try { await fn() } catch (e) { assert.ok(SyncsockError.is(e), `typed: ${e}`); assert.is((e as SyncsockError).code, code); return }
     assert.unreachable(`expected ${code}`)
   }
+  assert.is(reusePortSupported('20.19.0'), false, 'Node 20 lacks reusePort: Engine.start answers ERR_SS_UNSUPPORTED')
+  assert.is(reusePortSupported('22.12.0'), true)
   await bad(() => Engine.start({ shards: 0 }), 'ERR_SS_BAD_OPTION')
   await bad(() => Engine.start({ shards: 1, ringBytes: 3000 }), 'ERR_SS_BAD_OPTION')
   await bad(() => Engine.start({ shards: 1, maxSocketsPerShard: 1 << 21 }), 'ERR_SS_BAD_OPTION')
