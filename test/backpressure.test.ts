@@ -73,6 +73,26 @@ test('ctx.timer runs under the lock while linked and dies with the link', async 
   } finally { await l.close() }
 })
 
+test('built-in echo holds backpressure both ways: a client that reads slowly loses no byte', async () => {
+  const l = await engine.listen({ port: 0, protocol: 'echo' })
+  try {
+    const refusedBefore = engine.stats().sendRefused
+    const c = await connect(l.port)
+    const total = 12 << 20 // well above maxQueue (1 MiB): only backpressure can carry it
+    let got = 0
+    c.on('data', (d) => { got += d.length; c.pause(); setTimeout(() => c.resume(), 2) })
+    const chunk = Buffer.alloc(64 * 1024, 0x62)
+    let sent = 0
+    while (sent < total) {
+      sent += chunk.length
+      if (!c.write(chunk)) await new Promise((r) => c.once('drain', r))
+    }
+    await waitFor(() => got === total, 30_000, `all ${total} bytes echoed (got ${got})`)
+    assert.is(engine.stats().sendRefused - refusedBefore, 0, 'echo never hit the queue cap')
+    c.destroy()
+  } finally { await l.close() }
+})
+
 test('stop leaves nothing behind', async () => {
   await engine.stop({ graceMs: 500 })
   rec.close()

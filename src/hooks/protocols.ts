@@ -34,7 +34,11 @@ export function defineProtocols<T extends Record<string, Protocol>>(protocols: T
 /** Built in: `echo` writes back what it reads (tests, benches, `syncsock echo`); `discard` eats. */
 export const builtinProtocols: Record<string, Protocol> = {
   echo: {
-    connectionRecv(sock, chunk) { sock.send(chunk) },
+    // Backpressure both ways: stop reading while our send queue is above high water, resume on
+    // connectionWritable. A client that reads slowly then slows its own sending instead of
+    // filling our queue to the hard cap (where sends would be refused and echo bytes lost).
+    connectionRecv(sock, chunk) { if (sock.send(chunk) !== 'ok') sock.pause() },
+    connectionWritable(sock) { sock.resume() },
   },
   discard: {},
 }
