@@ -261,8 +261,11 @@ test('every token released exactly once, no hook after release (whole file)', ()
 })
 
 test('stop(): resolves, no handle left, every shard at 0 active, reconnectsAfterStop 0', async () => {
+  const registered = rec.of('new').length
   const clients = await Promise.all(Array.from({ length: 50 }, () => connect(echo.port)))
   clients.forEach((c) => { c.on('error', () => {}); c.resume(); c.write('traffic') })
+  // all 50 registered (connectionNew ran), so each must end with connectionClose('shutdown')
+  await waitFor(() => rec.of('new').length >= registered + 50, 5000, 'registered')
   await engine.stop({ graceMs: 2000 })
   await Promise.all(clients.map((c) => closed(c)))
   const s = engine.stats()

@@ -22,8 +22,8 @@ test('a shard killed inside a hook is restarted; its listeners reopen; its old i
     await waitFor(() => engine.stats().connected >= 4, 5000, 'server connections up')
     const c = await connect(l.port)
     await roundTrip(c, 'hello')
-    await waitFor(() => rec.of('new').length >= 1, 3000)
-    const victim = rec.of('new')[0]
+    await waitFor(() => rec.of('new').some((e) => e.protocol === 'crash'), 3000)
+    const victim = rec.of('new').find((e) => e.protocol === 'crash')!
     c.on('error', () => {})
     c.write('CRASH')
     await closed(c)

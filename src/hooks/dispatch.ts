@@ -53,6 +53,23 @@ export class Dispatcher {
     this.hold(s, fn)
   }
 
+  /**
+   * Fast path for the hot events (recv): take the lock inline with no closure. false = the
+   * caller must fall back to `locked` (nested hold, queued work, or contention).
+   */
+  enter(s: Lockable): boolean {
+    if (this.holding !== -1 || s.backlog) return false
+    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) return false
+    this.holding = s.lockIdx
+    return true
+  }
+
+  exit(s: Lockable): void {
+    this.holding = -1
+    this.lock.release(s.lockIdx)
+    if (this.afterRelease.length > 0) this.runAfterRelease()
+  }
+
   private hold(s: Lockable, fn: () => void): void {
     this.holding = s.lockIdx
     try {
@@ -86,13 +103,13 @@ export class Dispatcher {
    * failure is counted and handed to `onFail`, which aborts the socket.
    */
   call(
-    proto: Protocol, name: HookName, args: unknown[], onFail: (f: HookFailure) => void,
+    proto: Protocol, name: HookName, onFail: (f: HookFailure) => void, sock: unknown, a?: unknown, b?: unknown,
   ): unknown {
     const h = proto[name] as ((...a: unknown[]) => unknown) | undefined
     if (typeof h !== 'function') return undefined
     let v: unknown
     try {
-      v = h.apply(proto, args)
+      v = h.call(proto, sock, a, b)
     } catch (error) {
       this.counters.add(C.hookErrors)
       onFail({ hook: name, error })

@@ -216,12 +216,14 @@ export class SsSocket implements SsSocketApi, Lockable {
   }
 
   /** Call a hook (caller holds the lock). A failing hook aborts the socket (cause hook-error). */
-  hook(name: HookName, ...args: unknown[]): unknown {
-    return this.svc.dispatcher.call(this.proto, name, [this, ...args], (f) => {
-      this.svc.hookFailed(this, f)
-      if (name === 'connectionClose' || name === 'connectionDrop') return // release already happened
-      this.finalize('hook-error', 'abort')
-    })
+  hook(name: HookName, a?: unknown, b?: unknown): unknown {
+    return this.svc.dispatcher.call(this.proto, name, this.onHookFail, this, a, b)
+  }
+
+  private readonly onHookFail = (f: HookFailure): void => {
+    this.svc.hookFailed(this, f)
+    if (f.hook === 'connectionClose' || f.hook === 'connectionDrop') return // release already happened
+    this.finalize('hook-error', 'abort')
   }
 
   /** Registered: run connectionNew (it links data). Without the hook, link null so data flows. */
@@ -303,15 +305,23 @@ export class SsSocket implements SsSocketApi, Lockable {
   private onData = (chunk: Buffer): void => {
     this.recvCount++
     this.svc.counters.add(C.bytesIn, chunk.length)
-    this.svc.dispatcher.locked(this, () => {
-      if (this.runnable()) {
-        this.hook('connectionRecv', chunk)
-      } else {
-        // Tempesta: an unlinked socket still works; its data is eaten and counted (L2).
-        this.svc.counters.add(C.discardedAfterUnlink, chunk.length)
-        this.svc.counters.add(C.discardedChunks)
-      }
-    })
+    const d = this.svc.dispatcher
+    if (d.enter(this)) {
+      try { this.recv(chunk) } finally { d.exit(this) }
+    } else {
+      d.locked(this, () => this.recv(chunk))
+    }
+  }
+
+  /** Under the lock: deliver, or (unlinked / closing / request pending) discard and count. */
+  private recv(chunk: Buffer): void {
+    if (this.runnable()) {
+      this.hook('connectionRecv', chunk)
+    } else {
+      // Tempesta: an unlinked socket still works; its data is eaten and counted (L2).
+      this.svc.counters.add(C.discardedAfterUnlink, chunk.length)
+      this.svc.counters.add(C.discardedChunks)
+    }
   }
 
   private onEnd = (): void => {
