@@ -39,7 +39,10 @@ export class Liveness implements LivenessHooks {
       s.net.setKeepAlive(true, l.intervalMs) // kernel probes; failure surfaces as an error → drop
       return
     }
-    s.lastProbeAt = Date.now()
+    // First probe at a random point of the first interval: incarnations that came up in one burst
+    // (a reconnect storm) would otherwise probe in the same tick forever after, 5,000 pings per
+    // shard per tick at N = 10,000 (bench/reconnect-storm.ts). An earlier probe never delays a verdict.
+    s.lastProbeAt = Date.now() - Math.floor(Math.random() * l.intervalMs)
     this.watched.add(c)
     this.tickMs = Math.min(this.tickMs, Math.max(10, Math.floor(Math.min(l.intervalMs, l.timeoutMs) / 4)))
     this.ensureTimer()

@@ -295,6 +295,16 @@ export interface LivenessHooks {
   watchReady(s: SsSocket, ms: number): void
 }
 
+/**
+ * Connects started per loop turn, on top of the in-flight bound. On loopback a connect() does the
+ * whole handshake inside the syscall (0.1-0.3 ms each on 2 busy cores), so refilling 256 free
+ * in-flight slots in one macrotask blocked a shard for 75+ ms in bench/reconnect-storm.ts; the
+ * rest of a refill waits for the next turn (setImmediate), after the loop has served its I/O.
+ */
+export const CONNECTS_PER_TURN = 64
+/** Due reconnects moved from the heap into admission per timer callback (a 5,000-entry pop took 36 ms). */
+export const DUE_PER_TURN = 512
+
 /** Per-shard owner of all server connections: batched reconnect timer + admission control. */
 export class ConnManager {
   readonly svc: ConnServices
@@ -309,6 +319,8 @@ export class ConnManager {
   private timer: NodeJS.Timeout | null = null
   private timerAt = 0
   private shut = false
+  private turnStarts = 0 // connects started in this loop turn (CONNECTS_PER_TURN)
+  private turnImmediate: NodeJS.Immediate | null = null
 
   constructor(svc: ConnServices, sab: SharedArrayBuffer, maxInFlight: number, liveness: LivenessHooks) {
     this.svc = svc
@@ -351,9 +363,25 @@ export class ConnManager {
     if (this.stopping() || c.final) return
     c.state = 'queued'
     c.setConnectingState()
-    if (this.inFlight < this.maxInFlight) { this.inFlight++; this.updateGauges(); c.startConnect(); return }
+    // Straight in only when nobody queues ahead (FIFO) and this turn still has room.
+    if (this.inFlight < this.maxInFlight && this.pendingHead === this.pending.length && this.takeTurnSlot()) {
+      this.inFlight++; this.updateGauges(); c.startConnect(); return
+    }
     this.pending.push(c)
     this.updateGauges()
+  }
+
+  /** One of this turn's CONNECTS_PER_TURN starts; the first one books the next turn's refill. */
+  private takeTurnSlot(): boolean {
+    if (this.turnStarts >= CONNECTS_PER_TURN) return false
+    if (this.turnStarts++ === 0) this.turnImmediate = setImmediate(this.nextTurn)
+    return true
+  }
+
+  private nextTurn = (): void => {
+    this.turnImmediate = null
+    this.turnStarts = 0
+    if (!this.shut) this.pump()
   }
 
   connectDone(): void {
@@ -363,8 +391,10 @@ export class ConnManager {
 
   private pump(): void {
     while (this.inFlight < this.maxInFlight && this.pendingHead < this.pending.length) {
-      const c = this.pending[this.pendingHead++]
-      if (c.state !== 'queued' || c.final || this.stopping()) continue
+      const c = this.pending[this.pendingHead]
+      if (c.state !== 'queued' || c.final || this.stopping()) { this.pendingHead++; continue }
+      if (!this.takeTurnSlot()) break // the booked setImmediate pumps again
+      this.pendingHead++
       this.inFlight++
       c.startConnect()
     }
@@ -383,7 +413,8 @@ export class ConnManager {
   private onTimer = (): void => {
     this.timer = null
     const now = Date.now()
-    while (this.heap.length > 0 && this.heap[0].dueAt <= now) {
+    let budget = DUE_PER_TURN // the rest are still due: reschedule() fires again at once
+    while (this.heap.length > 0 && this.heap[0].dueAt <= now && budget-- > 0) {
       const c = this.heapPop()
       // F1 again, under the connection's lock, right before it may connect.
       this.svc.dispatcher.locked(c, () => { if (!c.final && !this.stopping() && c.state === 'waiting') this.admit(c) })
@@ -418,6 +449,7 @@ export class ConnManager {
   shutdown(closeIncarnation: (s: SsSocket) => void): void {
     this.shut = true
     if (this.timer) { clearTimeout(this.timer); this.timer = null }
+    if (this.turnImmediate) { clearImmediate(this.turnImmediate); this.turnImmediate = null }
     this.heap.length = 0
     this.pending.length = 0
     this.pendingHead = 0
