@@ -8,7 +8,7 @@ import { recordEvents, waitFor, connect, closed, leakedHandles, sleep } from './
 
 const FLOW = new URL('./fixtures/flow.ts', import.meta.url).pathname
 const rec = recordEvents('flow-test')
-const engine = await Engine.start({ shards: 2, hooks: FLOW, highWater: 256 * 1024, maxQueue: 1 << 20, sendTimeoutMs: 400 })
+const engine = await Engine.start({ shards: 2, hooks: FLOW, highWater: 256 * 1024, maxQueue: 1 << 20, sendTimeoutMs: 400, closeTimeoutMs: 300 })
 const flood = await engine.listen({ port: 0, protocol: 'flood' })
 
 test('a slow reader gets everything: high-water, then connectionWritable, nothing lost', async () => {
@@ -91,6 +91,24 @@ test('built-in echo holds backpressure both ways: a client that reads slowly los
     assert.is(engine.stats().sendRefused - refusedBefore, 0, 'echo never hit the queue cap')
     c.destroy()
   } finally { await l.close() }
+})
+
+test('a graceful close whose peer never sends its FIN is aborted after closeTimeoutMs', async () => {
+  const before = engine.stats().closeTimeouts
+  const c = await connect(flood.port)
+  c.allowHalfOpen = true // take the server's FIN and never answer with ours
+  let got = 0, sawEnd = false
+  let err: NodeJS.ErrnoException | undefined
+  c.on('data', (d) => { got += d.length })
+  c.on('end', () => { sawEnd = true })
+  c.on('error', (e) => { err = e })
+  await waitFor(() => engine.stats().closeTimeouts - before === 1, 10_000, 'close timeout')
+  assert.is(got, 8 << 20, 'the flush completed first')
+  assert.ok(sawEnd, 'the server sent its FIN')
+  // Our read side has ended, so only a write can meet the RST the engine sent.
+  await waitFor(() => { if (!c.destroyed) c.write('x'); return err !== undefined }, 3000, 'reset seen')
+  assert.ok(err?.code === 'ECONNRESET' || err?.code === 'EPIPE', `aborted: ${err?.code}`)
+  await closed(c, 3000)
 })
 
 test('stop leaves nothing behind', async () => {

@@ -71,7 +71,7 @@ export function normalizeConnect(o: ConnectOptions, known: (p: string) => boolea
     retry,
     liveness,
     connectTimeoutMs: checkInt('connectTimeoutMs', o.connectTimeoutMs ?? 5000, 1, 3_600_000),
-    readyTimeoutMs: checkInt('readyTimeoutMs', (o as { readyTimeoutMs?: number }).readyTimeoutMs ?? 0, 0, 3_600_000),
+    readyTimeoutMs: checkInt('readyTimeoutMs', o.readyTimeoutMs ?? 0, 0, 3_600_000),
   }
 }
 
@@ -101,9 +101,14 @@ export class ServerConn implements Lockable, IncarnationOwner {
   target: Target
   state: ConnState = 'queued'
   current: SsSocket | null = null
+  /** failed connects in a row since the last incarnation that became ready (retry's `attempt`) */
   attempt = 0
+  /** drops in a row of incarnations that lived less than resetAfterMs (flapping) */
+  flaps = 0
   prevDelay = 0
   establishedAt = 0
+  /** the current incarnation has been counted as ready (connected) */
+  readyCounted = false
   downSince = 0
   everUp = false
   dueAt = 0
@@ -167,14 +172,27 @@ export class ServerConn implements Lockable, IncarnationOwner {
       return
     }
     this.state = 'open'
+    this.establishedAt = Date.now()
+    this.readyCounted = false
+    // With a ready deadline the connection counts as up only once its first bytes arrive.
+    if (this.cfg.readyTimeoutMs > 0) this.mgr.liveness.watchReady(s, this.cfg.readyTimeoutMs)
+    else this.ready(s)
+    if (this.cfg.liveness) this.mgr.liveness.add(this)
+    s.started()
+  }
+
+  firstData(s: SsSocket): void { if (this.cfg.readyTimeoutMs > 0) this.ready(s) }
+
+  /** The incarnation is usable: count it, reset the failed-connect count (attempt). */
+  ready(s: SsSocket): void {
+    if (this.readyCounted || this.current !== s) return
+    this.readyCounted = true
+    const svc = this.mgr.svc
     svc.counters.add(C.connected)
     if (this.downSince) svc.counters.max(C.reconnectLatencyMaxMs, Date.now() - this.downSince)
     this.downSince = 0
     this.everUp = true
-    this.establishedAt = Date.now()
-    if (this.cfg.readyTimeoutMs > 0) this.mgr.liveness.watchReady(s, this.cfg.readyTimeoutMs)
-    if (this.cfg.liveness) this.mgr.liveness.add(this)
-    s.started()
+    this.attempt = 0
   }
 
   /** Under the lock, after connectionDrop (F2: established then dropped → failover). */
@@ -182,10 +200,19 @@ export class ServerConn implements Lockable, IncarnationOwner {
     const svc = this.mgr.svc
     this.mgr.liveness.remove(this)
     if (this.final || this.mgr.stopping()) return
-    if (reason === 'ready-timeout') { this.failed(s, new SyncsockError('ERR_SS_TIMEOUT', 'connection never became ready')); return }
+    if (reason === 'ready-timeout') {
+      // It never became usable: a failed connect (retry), not a failover.
+      svc.counters.add(C.connectFailed)
+      svc.counters.add(C.connectFailedTimeout)
+      this.failed(s, new SyncsockError('ERR_SS_TIMEOUT', `no bytes within readyTimeoutMs (${this.cfg.readyTimeoutMs} ms) after connect`))
+      return
+    }
     svc.counters.add(C.failovers)
     this.downSince = Date.now()
-    if (Date.now() - this.establishedAt >= this.cfg.retry.resetAfterMs) { this.attempt = 0; this.prevDelay = 0 }
+    // Flapping: a connection that keeps dying young gets growing delays; one that stayed up
+    // resetAfterMs gets a fast first reconnect (uniform in [0, baseMs]).
+    if (Date.now() - this.establishedAt >= this.cfg.retry.resetAfterMs) { this.flaps = 0; this.prevDelay = 0 }
+    else this.flaps++
     let d: FailoverDecision = { reconnect: true }
     if (typeof this.proto.failover === 'function') {
       const v = s.hook('failover', reason)
@@ -195,8 +222,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
     }
     if (!d.reconnect) { this.giveUp(new SyncsockError('ERR_SS_CLOSED', `failover gave up after ${reason}`)); return }
     if (d.target) this.target = d.target
-    this.attempt++
-    const delay = d.delayMs ?? this.nextDelay()
+    const delay = d.delayMs ?? this.nextDelay(this.flaps + 1)
     this.mgr.arm(this, delay)
   }
 
@@ -220,9 +246,9 @@ export class ServerConn implements Lockable, IncarnationOwner {
     if (this.final || this.mgr.stopping()) return
     if (!this.downSince) this.downSince = Date.now()
     this.attempt++
-    if (this.attempt >= this.cfg.retry.maxAttempts + 1) { this.giveUp(error); return }
-    this.mgr.svc.counters.add(C.retries) // a retry that will be scheduled, not the give-up
-    let delay = this.nextDelay()
+    // maxAttempts failed connects in a row: dead (the retry hook is not asked again).
+    if (this.attempt >= this.cfg.retry.maxAttempts) { this.giveUp(error); return }
+    let delay = this.nextDelay(this.attempt)
     if (typeof this.proto.retry === 'function') {
       const v = s.hook('retry', this.attempt, error)
       if (v === false) { this.giveUp(error); return }
@@ -233,11 +259,12 @@ export class ServerConn implements Lockable, IncarnationOwner {
         if (o.target) this.target = o.target
       }
     }
+    this.mgr.svc.counters.add(C.retries) // a retry that will be scheduled, not a give-up
     this.mgr.arm(this, delay)
   }
 
-  private nextDelay(): number {
-    const d = backoffDelay(this.cfg.retry, Math.max(1, this.attempt), this.prevDelay || this.cfg.retry.baseMs)
+  private nextDelay(n: number): number {
+    const d = backoffDelay(this.cfg.retry, Math.max(1, n), this.prevDelay || this.cfg.retry.baseMs)
     this.prevDelay = d
     return d
   }

@@ -118,7 +118,7 @@ export interface RetryOptions {
   baseMs?: number
   /** backoff cap, ms (default 10_000) */
   capMs?: number
-  /** give up after this many failed attempts in a row (default: never) */
+  /** failed connects in a row after which the connection is dead (default: never) */
   maxAttempts?: number
   /** 'full' (default) or 'decorrelated' jitter */
   jitter?: 'full' | 'decorrelated'
@@ -145,6 +145,11 @@ export interface ConnectOptions {
   liveness?: LivenessOptions
   /** a connect that is not established in this time is a failure (default 5000) */
   connectTimeoutMs?: number
+  /**
+   * if > 0: an established incarnation must receive its first bytes within this time, else it
+   * is dropped as 'ready-timeout' and handled as a failed connect (retry). Default 0 (off).
+   */
+  readyTimeoutMs?: number
   /** pin to one shard (engine.connect only); default: round robin */
   shard?: number
 }

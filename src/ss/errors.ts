@@ -1,7 +1,8 @@
 // The one error family of syncsock (undici's UND_ERR_*, Node's ERR_*): every failure a user can
 // see carries a stable `code`. Codes are API: users grep for them, so never rename one.
-// `SyncsockError.is(e, code)` checks by code, not by `instanceof`, so it also works on errors
-// that crossed a thread boundary (structured clone keeps `code`, loses the prototype).
+// `SyncsockError.is(e, code)` checks by code, not by `instanceof`, so it also works on a plain
+// `{ code, message }` that crossed a thread boundary. Structured clone of an Error keeps only
+// name/message/stack (V8 drops own properties such as `code`), so senders post `{ code, message }`.
 
 export const codes = {
   ERR_SS_BAD_OPTION: 'an option or argument is invalid',

@@ -82,7 +82,7 @@ export const COUNTER_NAMES = [
   'dropped', 'droppedFin', 'droppedReset', 'droppedError', 'droppedSendTimeout', 'droppedLiveness',
   'hookErrors', 'bytesIn', 'bytesOut', 'discardedAfterUnlink', 'discardedChunks',
   'ringSent', 'ringRecv', 'ringFull', 'requestsApplied', 'lockContended', 'lockBroken',
-  'sendRefused', 'sendFailed', 'establishedAfterStop', 'refusedNoSlot',
+  'sendRefused', 'sendFailed', 'establishedAfterStop', 'refusedNoSlot', 'closeTimeouts',
   'connectAttempts', 'connectFailed', 'connectFailedRefused', 'connectFailedTimeout',
   'connectFailedTls', 'connectFailedOther', 'failovers', 'retries', 'reconnects',
   'deadConnections', 'connectsInFlight', 'pendingConnects', 'serverConns', 'reconnectsAfterStop',

@@ -46,6 +46,8 @@ export interface ShardServices {
   readonly limits: SocketLimits
   /** register a socket with unsent bytes for the send-timeout scan (S3, Kuma #5373) */
   watchSend(s: SsSocket): void
+  /** register a closing socket for the close-timeout scan */
+  watchClose(s: SsSocket): void
   hookFailed(s: SsSocket, f: HookFailure): void
   /** the net socket is gone: forget the incarnation (and free its slot unless a conn owns it) */
   released(s: SsSocket): void
@@ -57,6 +59,8 @@ export interface IncarnationOwner {
   /** under the lock, after connectionDrop: decide failover */
   dropped(s: SsSocket, reason: DropReason): void
   connectFailed(s: SsSocket, error: Error): void
+  /** first bytes of an established incarnation (readiness) */
+  firstData(s: SsSocket): void
   /** intentional close of the incarnation is final for the connection too (F1) */
   finalized(s: SsSocket): void
   released(s: SsSocket): void
@@ -64,7 +68,7 @@ export interface IncarnationOwner {
 
 const DROP_COUNTER: Record<DropReason, number> = {
   'fin': C.droppedFin, 'reset': C.droppedReset, 'error': C.droppedError,
-  'send-timeout': C.droppedSendTimeout, 'liveness': C.droppedLiveness, 'ready-timeout': C.droppedError,
+  'send-timeout': C.droppedSendTimeout, 'liveness': C.droppedLiveness, 'ready-timeout': C.connectFailedTimeout,
 }
 const CLOSE_COUNTER: Record<CloseCause, number> = {
   'local': C.closedLocal, 'foreign': C.closedForeign, 'unlink': C.closedUnlink,
@@ -106,6 +110,8 @@ export class SsSocket implements SsSocketApi, Lockable {
   private wantWritable = false
   /** the error that ended it (connect failures read it) */
   lastError: Error | undefined
+  /** when the close began (phase 'closing'); the close timeout counts from here */
+  closingSince = 0
   /** chunks received so far: liveness and readiness compare it with the count at a probe */
   recvCount = 0
 
@@ -266,8 +272,10 @@ export class SsSocket implements SsSocketApi, Lockable {
       if (req) this.applyRequests(req)
       if (this.ended || this.final) return
       this.ended = true
-      this.svc.counters.add(C.dropped)
-      this.svc.counters.add(DROP_COUNTER[reason])
+      if (reason !== 'ready-timeout') { // never usable: the owner counts it as a failed connect
+        this.svc.counters.add(C.dropped)
+        this.svc.counters.add(DROP_COUNTER[reason])
+      }
       if (this.isLinked) this.hook('connectionDrop', reason)
       this.dropLink()
       this.owner?.dropped(this, reason)
@@ -283,11 +291,22 @@ export class SsSocket implements SsSocketApi, Lockable {
     }
   }
 
+  /** Hard stop of the I/O, whatever the state (close timeout, stop's last resort). */
+  abortNow(): void {
+    if (this.net.destroyed) return
+    if (this.net.connecting) this.net.destroy()
+    else this.net.resetAndDestroy()
+  }
+
   private endIo(mode: CloseMode): void {
     if (this.phase === 'closed') return
     if (this.phase !== 'closing') {
       this.phase = 'closing'
+      this.closingSince = Date.now()
       this.svc.slots.setState(this.id, ST_CLOSING)
+      // A graceful close waits for the flush and the peer's FIN, but not forever: a peer that
+      // never closes its end is aborted after closeTimeoutMs by the shard's housekeeping.
+      this.svc.watchClose(this)
     }
     if (this.net.connecting) {
       // Never resetAndDestroy a connecting socket: Node defers that until 'connect', so a close
@@ -303,7 +322,7 @@ export class SsSocket implements SsSocketApi, Lockable {
   // ---------------- net events ----------------
 
   private onData = (chunk: Buffer): void => {
-    this.recvCount++
+    if (this.recvCount++ === 0 && this.owner) this.owner.firstData(this)
     this.svc.counters.add(C.bytesIn, chunk.length)
     const d = this.svc.dispatcher
     if (d.enter(this)) {

@@ -30,6 +30,8 @@ export interface EngineOptions {
   maxQueue?: number
   /** a peer that reads nothing for this long while we have bytes queued is dropped (default 30 s) */
   sendTimeoutMs?: number
+  /** a graceful close that has not finished (flush + peer FIN) in this time is aborted (default 10 s) */
+  closeTimeoutMs?: number
   /** ring records a shard consumes per loop turn before yielding (D1; default 1024) */
   drainBudget?: number
   /** connects in flight per shard (admission control; default 256) */
@@ -118,6 +120,7 @@ export class Engine extends EventEmitter {
       highWater: checkInt('highWater', opts.highWater ?? 1 << 20, 1024, 2 ** 31),
       maxQueue: checkInt('maxQueue', opts.maxQueue ?? 16 << 20, 1024, 2 ** 40),
       sendTimeoutMs: checkInt('sendTimeoutMs', opts.sendTimeoutMs ?? 30_000, 10, 86_400_000),
+      closeTimeoutMs: checkInt('closeTimeoutMs', opts.closeTimeoutMs ?? 10_000, 10, 86_400_000),
       drainBudget: checkInt('drainBudget', opts.drainBudget ?? 1024, 1, 1 << 20),
       maxConnectsInFlight: checkInt('maxConnectsInFlight', opts.maxConnectsInFlight ?? 256, 1, 1 << 20),
     }

@@ -15,6 +15,7 @@ export interface ShardLimits {
   highWater: number
   maxQueue: number
   sendTimeoutMs: number
+  closeTimeoutMs: number
   drainBudget: number
   maxConnectsInFlight: number
 }

@@ -45,6 +45,7 @@ class Shard implements ConnServices {
   private readonly bySlot: (SsSocket | null)[]
   private readonly listeners = new Map<number, Server>()
   private readonly sendWatch = new Set<SsSocket>()
+  private readonly closeWatch = new Set<SsSocket>()
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
   private readonly housekeeping: NodeJS.Timeout
   private live = 0
@@ -79,7 +80,7 @@ class Shard implements ConnServices {
     // The referenced handle that keeps this worker alive while it waits on its doorbell
     // (a pending Atomics.waitAsync does not: nodejs/node#44729). It also publishes loop delay
     // (T1) and scans for peers that stopped reading (S3).
-    const scanMs = Math.max(10, Math.min(250, Math.floor(this.limits.sendTimeoutMs / 4)))
+    const scanMs = Math.max(10, Math.min(250, Math.floor(Math.min(this.limits.sendTimeoutMs, this.limits.closeTimeoutMs) / 4)))
     this.housekeeping = setInterval(this.housekeep, scanMs)
     Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 1)
     this.inbox.run()
@@ -94,6 +95,8 @@ class Shard implements ConnServices {
     s.progressAt = Date.now()
     this.sendWatch.add(s)
   }
+
+  watchClose(s: SsSocket): void { this.closeWatch.add(s) }
 
   hookFailed(s: SsSocket, f: HookFailure): void {
     const e = f.error as { message?: string; code?: string; stack?: string }
@@ -120,6 +123,7 @@ class Shard implements ConnServices {
       this.counters.add(C.active, -1)
     }
     this.sendWatch.delete(s)
+    this.closeWatch.delete(s)
     if (!s.owner) this.slots.release(s.id) // a server connection keeps its slot across incarnations
   }
 
@@ -216,8 +220,19 @@ class Shard implements ConnServices {
       if (now - s.progressAt >= this.limits.sendTimeoutMs) {
         // S3 (Kuma #5373): a peer that stopped reading is dropped, never waited on.
         this.sendWatch.delete(s)
-        if (s.ended || s.final) s.net.resetAndDestroy()
+        if (s.ended || s.final) s.abortNow()
         else s.dropped('send-timeout')
+      }
+    }
+    for (const s of this.closeWatch) {
+      if (s.phase === 'closed') { this.closeWatch.delete(s); continue }
+      // Still flushing: that is the send timeout's business (no progress → drop); the close
+      // timeout counts only the wait for the peer's FIN once our bytes are out.
+      if (s.net.writableLength > 0) { s.closingSince = now; continue }
+      if (now - s.closingSince >= this.limits.closeTimeoutMs) {
+        this.closeWatch.delete(s)
+        this.counters.add(C.closeTimeouts)
+        s.abortNow()
       }
     }
     const ns = 1e6
@@ -307,7 +322,7 @@ class Shard implements ConnServices {
     }
     const aborted = this.live
     if (this.live > 0) {
-      for (const s of this.bySlot) if (s && s.phase !== 'closed') s.net.resetAndDestroy()
+      for (const s of this.bySlot) if (s && s.phase !== 'closed') s.abortNow()
       const deadline = Date.now() + 2000
       while (this.live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
     }
