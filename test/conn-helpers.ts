@@ -4,7 +4,8 @@
 import net from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Engine } from '../src/index.ts'
-import { recordEvents, type HookEvent } from './net-helpers.ts'
+import * as assert from 'uvu/assert'
+import { recordEvents, waitFor, checkReleasedOnce, type HookEvent } from './net-helpers.ts'
 
 export const HOOKS = new URL('./fixtures/server-hooks.ts', import.meta.url).pathname
 
@@ -126,4 +127,27 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     p.finally(() => clearTimeout(t)),
     new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error(`${what} did not settle in ${ms} ms`)), ms) }),
   ])
+}
+
+/** After engine.stop(): nothing left, no reconnect, every linked token released exactly once. */
+export async function assertStoppedClean(engine: Engine, events: Ev[]): Promise<void> {
+  const st = engine.stats()
+  assert.is(st.reconnectsAfterStop, 0, 'reconnectsAfterStop')
+  assert.is(st.active, 0, 'sockets still open in a shard after stop')
+  assert.is(st.connectsInFlight, 0, 'connects still in flight after stop')
+  assert.is(st.serverConns, 0, 'server connections not freed after stop')
+  // Hook events cross threads asynchronously: wait for them to settle, then check.
+  await waitFor(() => checkReleasedOnce(events).length === 0, 2000).catch(() => {})
+  assert.equal(checkReleasedOnce(events), [], 'every linked token released exactly once')
+}
+
+export async function stopClean(engine: Engine, events: Ev[]): Promise<void> {
+  await engine.stop()
+  await assertStoppedClean(engine, events)
+}
+
+/** The connection's newest incarnation has received bytes (its hello/ping was answered). */
+export const answered = (events: Ev[], id: number): boolean => {
+  const t = incarnations(events, id).at(-1)
+  return t !== undefined && events.some((e) => e.ev === 'recv' && e.token === t)
 }

@@ -9,27 +9,13 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { waitFor, sleep, checkReleasedOnce } from './net-helpers.ts'
-import { backend, startEngine, evs, incarnations, killChild, type Backend, type Ev } from './conn-helpers.ts'
+import { waitFor, sleep } from './net-helpers.ts'
+import { backend, startEngine, evs, incarnations, killChild, stopClean, answered, type Backend } from './conn-helpers.ts'
 import { FaultProxy } from './fault-proxy.ts'
-import type { ConnectOptions, Engine } from '../src/index.ts'
+import type { ConnectOptions } from '../src/index.ts'
 
 const HOST = '127.0.0.1'
 const NS_BACKEND = new URL('./fixtures/ns-backend.ts', import.meta.url).pathname
-
-async function stopClean(engine: Engine, events: Ev[]) {
-  await engine.stop()
-  const st = engine.stats()
-  assert.is(st.reconnectsAfterStop, 0)
-  assert.is(st.active, 0)
-  await waitFor(() => checkReleasedOnce(events).length === 0, 2000).catch(() => {})
-  assert.equal(checkReleasedOnce(events), [])
-}
-
-const answered = (events: Ev[], id: number) => {
-  const t = incarnations(events, id).at(-1)
-  return t !== undefined && events.some((e) => e.ev === 'recv' && e.token === t)
-}
 
 // ---------------- loopback faults through the fault proxy ----------------
 

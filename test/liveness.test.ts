@@ -5,10 +5,10 @@
 // a failover (it was established), never a silent hang.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { waitFor, sleep, checkReleasedOnce } from './net-helpers.ts'
-import { backend, startEngine, evs, incarnations, type Ev } from './conn-helpers.ts'
+import { waitFor, sleep } from './net-helpers.ts'
+import { backend, startEngine, evs, incarnations, stopClean, answered } from './conn-helpers.ts'
 import { FaultProxy } from './fault-proxy.ts'
-import type { ConnectOptions, Engine } from '../src/index.ts'
+import type { ConnectOptions } from '../src/index.ts'
 
 const HOST = '127.0.0.1'
 
@@ -18,21 +18,6 @@ async function setup(mode: FaultProxy['mode']) {
   const { engine, rec, events } = await startEngine()
   const cleanup = async () => { await engine.stop(); rec.close(); await proxy.close(); await b.close() }
   return { b, proxy, engine, events, cleanup }
-}
-
-async function stopClean(engine: Engine, events: Ev[]) {
-  await engine.stop()
-  const st = engine.stats()
-  assert.is(st.reconnectsAfterStop, 0)
-  assert.is(st.active, 0)
-  await waitFor(() => checkReleasedOnce(events).length === 0, 2000).catch(() => {})
-  assert.equal(checkReleasedOnce(events), [])
-}
-
-const liveUp = (events: Ev[], id: number) => {
-  const toks = incarnations(events, id)
-  const t = toks[toks.length - 1]
-  return t !== undefined && events.some((e) => e.ev === 'recv' && e.token === t)
 }
 
 test('accept-then-silence: liveness fires (misses probes) and the connection fails over with reason liveness', async () => {
@@ -57,7 +42,7 @@ test('accept-then-silence: liveness fires (misses probes) and the connection fai
 
     // the path heals: pings are answered and the new incarnations stay up
     proxy.setMode('pass')
-    await waitFor(() => ids.every((id) => liveUp(events, id)), 8000, 'answered pings after healing')
+    await waitFor(() => ids.every((id) => answered(events, id)), 8000, 'answered pings after healing')
     const drops = engine.stats().droppedLiveness
     const tokens = ids.map((id) => incarnations(events, id).at(-1))
     await sleep(800) // several intervals and timeouts
@@ -74,7 +59,7 @@ test('a listener that stops answering: live connections are dropped by liveness,
       host: HOST, port: proxy.port, protocol: 'pinger', count: 2,
       liveness: { intervalMs: 100, timeoutMs: 250, misses: 1 },
     })
-    await waitFor(() => ids.every((id) => liveUp(events, id)), 5000, 'pings answered')
+    await waitFor(() => ids.every((id) => answered(events, id)), 5000, 'pings answered')
     const first = ids.map((id) => incarnations(events, id)[0])
     await sleep(400)
     assert.is(engine.stats().droppedLiveness, 0, 'no false down while answered')
@@ -86,7 +71,7 @@ test('a listener that stops answering: live connections are dropped by liveness,
       assert.is(drop.reason, 'liveness')
     })
     proxy.setMode('pass')
-    await waitFor(() => ids.every((id) => incarnations(events, id).length >= 2 && liveUp(events, id)), 8000, 'back after answering again')
+    await waitFor(() => ids.every((id) => incarnations(events, id).length >= 2 && answered(events, id)), 8000, 'back after answering again')
     await stopClean(engine, events)
   } finally { await cleanup() }
 })
@@ -100,7 +85,7 @@ test('a probe belongs to one incarnation: a probe pending at a drop never judges
       host: HOST, port: proxy.port, protocol: 'pinger', count: 1,
       liveness: { intervalMs: 100, timeoutMs: 600, misses: 1 },
     })
-    await waitFor(() => liveUp(events, id), 5000, 'up and answered')
+    await waitFor(() => answered(events, id), 5000, 'up and answered')
     proxy.setMode('stop')
     const idles = evs(events, id, 'idle').length
     await waitFor(() => evs(events, id, 'idle').length > idles, 3000, 'a probe into the stalled path')
@@ -125,7 +110,7 @@ test('a slow peer is not a dead one: delayed answers within timeoutMs keep it up
       host: HOST, port: proxy.port, protocol: 'pinger', count: 2,
       liveness: { intervalMs: 100, timeoutMs: 1500, misses: 1 },
     } satisfies ConnectOptions)
-    await waitFor(() => ids.every((id) => liveUp(events, id)), 5000, 'delayed answers arrive')
+    await waitFor(() => ids.every((id) => answered(events, id)), 5000, 'delayed answers arrive')
     await sleep(1500)
     let st = engine.stats()
     assert.is(st.droppedLiveness, 0, 'false down: a 300 ms delay under a 1500 ms timeout')

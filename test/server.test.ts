@@ -6,29 +6,19 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import type { ChildProcess } from 'node:child_process'
-import { backoffDelay, SyncsockError, idShard, type Engine, type ConnectOptions } from '../src/index.ts'
+import { backoffDelay, SyncsockError, idShard, type ConnectOptions } from '../src/index.ts'
 import { normalizeConnect } from '../src/hooks/server.ts'
 import { waitFor, sleep, leakedHandles, checkReleasedOnce } from './net-helpers.ts'
 import {
   backend, freePort, blockedListener, killChild, startEngine, evs, incarnations, within,
   type Backend, type Ev,
+  assertStoppedClean,
 } from './conn-helpers.ts'
 
 const HOST = '127.0.0.1'
 const retryOf = (r: ConnectOptions['retry']) => normalizeConnect({ host: 'h', port: 1, protocol: 'p', retry: r }, () => true).retry
 
 /** After stop(): F1 held, nothing is left open anywhere, every linked token came back once. */
-async function assertStoppedClean(engine: Engine, events: Ev[]): Promise<void> {
-  const st = engine.stats()
-  assert.is(st.reconnectsAfterStop, 0, 'reconnectsAfterStop')
-  assert.is(st.active, 0, 'sockets still open in a shard after stop')
-  assert.is(st.connectsInFlight, 0, 'connects still in flight after stop')
-  assert.is(st.serverConns, 0, 'server connections not freed after stop')
-  // Hook events cross threads asynchronously: wait for them to settle, then check.
-  await waitFor(() => checkReleasedOnce(events).length === 0, 2000).catch(() => {})
-  assert.equal(checkReleasedOnce(events), [], 'every linked token released exactly once')
-}
-
 /** No connect reaches `port` for a second: count accepts on a fresh listener we open there. */
 async function assertNoConnectsTo(port: number): Promise<void> {
   const watch = await backend({ port })
