@@ -11,7 +11,7 @@ import { normalizeConnect } from '../src/hooks/server.ts'
 import { waitFor, sleep, leakedHandles, checkReleasedOnce } from './net-helpers.ts'
 import {
   backend, freePort, blockedListener, killChild, startEngine, evs, incarnations, within,
-  type Backend, type Ev,
+  type Backend,
   assertStoppedClean,
 } from './conn-helpers.ts'
 
