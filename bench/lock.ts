@@ -79,10 +79,9 @@ function contendedWorker(d: Data): void {
       counter[0] = counter[0] + 1
       Atomics.store(i32, idx, 0)
     } else {
-      let r: number
-      if (v === 'acquire') while ((r = lock.acquire(idx)) === LOCK_FAILED) failed++
-      else if (v === 'tryLock') while ((r = lock.tryLock(idx)) === LOCK_FAILED) failed++
-      else while ((r = lock.lockBlocking(idx)) === LOCK_FAILED) failed++
+      if (v === 'acquire') while (lock.acquire(idx) === LOCK_FAILED) failed++
+      else if (v === 'tryLock') while (lock.tryLock(idx) === LOCK_FAILED) failed++
+      else while (lock.lockBlocking(idx) === LOCK_FAILED) failed++
       counter[0] = counter[0] + 1
       lock.release(idx)
     }

@@ -14,19 +14,6 @@ const hookErrors: Record<string, unknown>[] = []
 engine.on('hook-error', (d) => hookErrors.push(d))
 const echo = await engine.listen({ port: 0, protocol: 'rec' })
 
-/** connect, round-trip once, return the socket and its engine id (from the 'new' event) */
-async function open(port = echo.port, protocol = 'rec') {
-  const before = rec.of('new').length
-  const s = await connect(port)
-  const local = s.localPort
-  if (protocol === 'rec' || protocol === 'half') await roundTrip(s, 'ping')
-  await waitFor(() => rec.of('new').length > before, 3000, 'connectionNew')
-  // Map to the engine socket by the token of the newest 'new' event of a matching recv.
-  await waitFor(() => rec.events.some((e) => e.ev === 'new'), 3000)
-  const mine = rec.of('new').slice(before)
-  return { s, local, news: mine }
-}
-
 async function idOf(s: import('node:net').Socket, protocol = 'rec'): Promise<{ id: number; token: string }> {
   // Each connection sends a unique marker; its recv event carries the token and id.
   const marker = `id?${s.localPort}`

@@ -19,7 +19,7 @@ import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { Dispatcher, type HookFailure } from '../hooks/dispatch.ts'
 import { loadProtocols } from '../hooks/protocols.ts'
-import { ConnManager, normalizeConnect, type ConnServices, type ServerConn } from '../hooks/server.ts'
+import { ConnManager, normalizeConnect, type ConnServices } from '../hooks/server.ts'
 import { Liveness } from '../hooks/liveness.ts'
 import type {
   CloseMode, ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
