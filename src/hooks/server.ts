@@ -22,6 +22,7 @@ import {
 import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
 import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
 import { HOOK_FAILED, type Lockable } from './dispatch.ts'
+import { Gates, type Gate } from './gate.ts'
 import type {
   ConnectOptions, DropReason, FailoverDecision, LivenessOptions, Protocol, RetryOptions, Target,
 } from './types.ts'
@@ -90,7 +91,7 @@ export function backoffDelay(r: NormalizedRetry, attempt: number, prev: number, 
   return Math.round(rand() * ceil)
 }
 
-type ConnState = 'queued' | 'connecting' | 'open' | 'waiting' | 'dead' | 'final'
+type ConnState = 'queued' | 'connecting' | 'open' | 'waiting' | 'parked' | 'dead' | 'final'
 
 export class ServerConn implements Lockable, IncarnationOwner {
   readonly id: number
@@ -113,6 +114,8 @@ export class ServerConn implements Lockable, IncarnationOwner {
   everUp = false
   dueAt = 0
   heapIdx = -1
+  /** the gate this connection is parked in (gate.ts), or null */
+  parkedIn: Gate | null = null
   private connectTimer: NodeJS.Timeout | null = null
   /** this incarnation holds one of the shard's connect slots (admission), given back exactly once */
   private admitted = false
@@ -193,6 +196,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
     this.downSince = 0
     this.everUp = true
     this.attempt = 0
+    this.mgr.gateOpened(this)
   }
 
   /** Under the lock, after connectionDrop (F2: established then dropped → failover). */
@@ -246,21 +250,34 @@ export class ServerConn implements Lockable, IncarnationOwner {
     if (this.final || this.mgr.stopping()) return
     if (!this.downSince) this.downSince = Date.now()
     this.attempt++
-    // maxAttempts failed connects in a row: dead (the retry hook is not asked again).
-    if (this.attempt >= this.cfg.retry.maxAttempts) { this.giveUp(error); return }
-    let delay = this.nextDelay(this.attempt)
+    const g = this.mgr.gates.of(this)
+    // This failure is a probe round if it is the probe's, or the first since the target was up.
+    if (g.probe === this || !g.down) g.rounds++
+    g.down = true
+    // maxAttempts rounds in a row: the target is dead, with every connection waiting on it.
+    if (g.rounds >= this.cfg.retry.maxAttempts) { this.mgr.gateDead(g, this, error); return }
+    // Backoff grows with the target's rounds too: with the probe role rotating, each
+    // connection's own count stays low while the target stays down.
+    let delay = this.nextDelay(Math.max(this.attempt, g.rounds))
+    let target: Target | undefined
     if (typeof this.proto.retry === 'function') {
       const v = s.hook('retry', this.attempt, error)
-      if (v === false) { this.giveUp(error); return }
+      if (v === false) { this.giveUp(error); this.mgr.gateLeave(g, this, delay); return }
       if (typeof v === 'number' && Number.isFinite(v) && v >= 0) delay = v
       else if (v !== null && typeof v === 'object') {
         const o = v as { delayMs: number; target?: Target }
         if (typeof o.delayMs === 'number' && o.delayMs >= 0) delay = o.delayMs
-        if (o.target) this.target = o.target
+        if (o.target) target = o.target
       }
     }
     this.mgr.svc.counters.add(C.retries) // a retry that will be scheduled, not a give-up
-    this.mgr.arm(this, delay)
+    if (target && (target.host !== this.target.host || target.port !== this.target.port)) {
+      this.mgr.gateLeave(g, this, delay) // reselect: this connection now waits on another gate
+      this.target = target
+      this.mgr.arm(this, delay)
+      return
+    }
+    this.mgr.gateFailed(g, this, delay)
   }
 
   private nextDelay(n: number): number {
@@ -269,7 +286,8 @@ export class ServerConn implements Lockable, IncarnationOwner {
     return d
   }
 
-  private giveUp(error: Error): void {
+  giveUp(error: Error): void {
+    this.mgr.unpark(this)
     this.state = 'dead'
     this.mgr.svc.slots.setState(this.id, ST_DEAD)
     this.mgr.svc.counters.add(C.deadConnections)
@@ -291,6 +309,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
 
   /** Intentional close with no incarnation up (waiting, queued or dead): stop for good. */
   closeIdle(): void {
+    this.mgr.unpark(this)
     this.state = 'final'
     this.mgr.svc.slots.setFlags(this.id, F_FINAL)
     this.mgr.disarm(this)
@@ -346,6 +365,8 @@ export class ConnManager {
   private timer: NodeJS.Timeout | null = null
   private timerAt = 0
   private shut = false
+  readonly gates = new Gates()
+  private parkedCount = 0
   private turnStarts = 0 // connects started in this loop turn (CONNECTS_PER_TURN)
   private turnImmediate: NodeJS.Immediate | null = null
 
@@ -367,8 +388,82 @@ export class ConnManager {
     const c = new ServerConn(this, id, proto, cfg)
     this.conns.set(id % (1 << 20), c)
     this.svc.counters.add(C.serverConns)
-    this.admit(c)
+    this.due(c)
     return id
+  }
+
+  /** A connection may connect now: unless its target's gate is down with another probe out. */
+  private due(c: ServerConn): void {
+    const g = this.gates.of(c)
+    if (g.down) {
+      const p = g.probe
+      if (p && p !== c && !p.final && p.state !== 'dead') { this.park(g, c); return }
+      g.probe = c
+    }
+    this.admit(c)
+  }
+
+  private park(g: Gate, c: ServerConn): void {
+    c.state = 'parked'
+    c.setWaitingState()
+    if (!c.parkedIn) { this.parkedCount++; this.svc.counters.set(C.parked, this.parkedCount) }
+    c.parkedIn = g
+    g.push(c)
+  }
+
+  /** c leaves whatever gate it was parked in (promoted, released, dead or closed). */
+  unpark(c: ServerConn): void {
+    if (!c.parkedIn) return
+    c.parkedIn = null
+    this.parkedCount--
+    this.svc.counters.set(C.parked, this.parkedCount)
+  }
+
+  /** The probe (or the first of a wave) failed: rotate the probe role, park the rest. */
+  gateFailed(g: Gate, c: ServerConn, delayMs: number): void {
+    if (g.probe !== null && g.probe !== c) { this.park(g, c); return }
+    const next = g.take()
+    if (next) {
+      this.unpark(next)
+      this.park(g, c)
+      g.probe = next
+      this.arm(next, delayMs)
+    } else {
+      g.probe = c
+      this.arm(c, delayMs)
+    }
+  }
+
+  /** c stops waiting on g (gave up, closed, or reselected): hand the probe role on. */
+  gateLeave(g: Gate, c: ServerConn, delayMs: number): void {
+    this.unpark(c)
+    if (g.probe !== c) return
+    g.probe = null
+    const next = g.take()
+    if (next) { this.unpark(next); g.probe = next; this.arm(next, delayMs) }
+  }
+
+  /** A connection to c's target became ready: open its gate and release everyone parked there. */
+  gateOpened(c: ServerConn): void {
+    const g = this.gates.of(c)
+    if (!g.down) return
+    g.down = false
+    g.rounds = 0
+    g.probe = null
+    for (const p of g.takeAll()) {
+      this.unpark(p)
+      if (!p.final && p.state === 'parked') this.admit(p)
+    }
+  }
+
+  /** maxAttempts rounds failed: the target is dead for this spec — one verdict for all waiting. */
+  gateDead(g: Gate, c: ServerConn, error: Error): void {
+    const waiting = g.takeAll()
+    g.down = false
+    g.rounds = 0
+    g.probe = null
+    c.giveUp(error)
+    for (const p of waiting) if (p !== c && p.state === 'parked') p.giveUp(error)
   }
 
   /** Arm a reconnect (F1: refused for good once stopping or final — checked here, not only in clear). */
@@ -444,7 +539,7 @@ export class ConnManager {
     while (this.heap.length > 0 && this.heap[0].dueAt <= now && budget-- > 0) {
       const c = this.heapPop()
       // F1 again, under the connection's lock, right before it may connect.
-      this.svc.dispatcher.locked(c, () => { if (!c.final && !this.stopping() && c.state === 'waiting') this.admit(c) })
+      this.svc.dispatcher.locked(c, () => { if (!c.final && !this.stopping() && c.state === 'waiting') this.due(c) })
     }
     this.reschedule()
   }
@@ -464,6 +559,8 @@ export class ConnManager {
   /** The connection is over: free its slot. */
   forget(c: ServerConn): void {
     this.disarm(c)
+    const g = this.gates.of(c)
+    if (g.probe === c || c.parkedIn) this.gateLeave(g, c, c.cfg.retry.baseMs)
     const slot = c.id % (1 << 20)
     if (this.conns.get(slot) === c) {
       this.conns.delete(slot)
@@ -478,6 +575,7 @@ export class ConnManager {
     if (this.timer) { clearTimeout(this.timer); this.timer = null }
     if (this.turnImmediate) { clearImmediate(this.turnImmediate); this.turnImmediate = null }
     this.heap.length = 0
+    this.gates.clear()
     this.pending.length = 0
     this.pendingHead = 0
     for (const c of [...this.conns.values()]) {

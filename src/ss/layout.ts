@@ -85,7 +85,7 @@ export const COUNTER_NAMES = [
   'sendRefused', 'sendFailed', 'establishedAfterStop', 'refusedNoSlot', 'closeTimeouts',
   'connectAttempts', 'connectFailed', 'connectFailedRefused', 'connectFailedTimeout',
   'connectFailedTls', 'connectFailedOther', 'failovers', 'retries', 'reconnects',
-  'deadConnections', 'connectsInFlight', 'pendingConnects', 'serverConns', 'reconnectsAfterStop',
+  'deadConnections', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns', 'reconnectsAfterStop',
   'livenessProbes', 'livenessFailures', 'reconnectLatencyMaxMs',
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs',
 ] as const
