@@ -49,7 +49,7 @@ export function normalizeConnect(o: ConnectOptions, known: (p: string) => boolea
   const r: RetryOptions = o.retry ?? {}
   const retry: NormalizedRetry = {
     baseMs: checkInt('retry.baseMs', r.baseMs ?? 100, 1, 3_600_000),
-    capMs: checkInt('retry.capMs', r.capMs ?? 10_000, 1, 3_600_000),
+    capMs: checkInt('retry.capMs', r.capMs ?? 1000, 1, 3_600_000),
     maxAttempts: r.maxAttempts === undefined ? Infinity : checkInt('retry.maxAttempts', r.maxAttempts, 1, 1e9),
     jitter: r.jitter ?? 'full',
     resetAfterMs: checkInt('retry.resetAfterMs', r.resetAfterMs ?? 5000, 0, 3_600_000),

@@ -116,7 +116,11 @@ export type HookName = typeof HOOK_NAMES[number]
 export interface RetryOptions {
   /** first backoff, ms (default 100) */
   baseMs?: number
-  /** backoff cap, ms (default 10_000) */
+  /**
+   * backoff cap, ms (default 1000). Low on purpose: target gates (gate.ts) let only one probe per
+   * shard and target retry while it is down, so a short cap costs one connect a second, not N,
+   * and bounds how long a recovered server waits for its connections.
+   */
   capMs?: number
   /** failed connects in a row after which the connection is dead (default: never) */
   maxAttempts?: number

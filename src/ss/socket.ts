@@ -350,7 +350,11 @@ export class SsSocket implements SsSocketApi, Lockable {
       return
     }
     this.dropped('fin')
-    if (!this.net.writableEnded) this.net.end()
+    // Nothing left to flush: close outright (the kernel sends our FIN on close) instead of
+    // shutdown() and a second trip through the loop; thousands of peers that leave at once
+    // (a storm) then cost one pass each. With bytes still queued, flush them first.
+    if (this.net.writableLength === 0) this.net.destroy()
+    else if (!this.net.writableEnded) this.net.end()
   }
 
   private onError = (err: Error): void => {
