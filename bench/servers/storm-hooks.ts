@@ -14,6 +14,14 @@ import { defineProtocols, type SsSocket } from '../../src/index.ts'
 export const LOOP_CHANNEL = 'syncsock-storm-loop'
 const PING = Buffer.from('p')
 
+/**
+ * The most failed connects in a row any connection of this shard saw since the last 'reset'
+ * (retry's `attempt`, reset when a connection becomes ready): max attempts per endpoint is this
+ * plus the one that succeeded. Read with the loop monitor ('read').
+ */
+let maxAttempt = 0
+function noteAttempt(attempt: number): void { if (attempt > maxAttempt) maxAttempt = attempt }
+
 if (!isMainThread) {
   const eld = monitorEventLoopDelay({ resolution: 10 })
   eld.enable()
@@ -30,8 +38,8 @@ if (!isMainThread) {
   bc.unref()
   bc.onmessage = (ev: unknown) => {
     const m = (ev as { data: unknown }).data
-    if (m === 'reset') { eld.reset(); blocks = []; bc.postMessage({ thread: threadId, reset: true }) }
-    else if (m === 'read') bc.postMessage({ thread: threadId, maxMs: eld.max / 1e6, blocks })
+    if (m === 'reset') { eld.reset(); blocks = []; maxAttempt = 0; bc.postMessage({ thread: threadId, reset: true }) }
+    else if (m === 'read') bc.postMessage({ thread: threadId, maxMs: eld.max / 1e6, blocks, maxAttempt })
     else if (m === 'off') { eld.disable(); clearInterval(ticker); bc.close() }
   }
 }
@@ -53,13 +61,17 @@ const pinger = {
  * they may mean overload, where waiting longer is right.
  */
 function restartTolerantRetry(_sock: SsSocket, attempt: number, error: Error): number | undefined {
+  noteAttempt(attempt)
   if ((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' && attempt <= 5) return 1000 + Math.random() * 300
   return undefined
 }
+
+/** Only records the attempt; undefined keeps the engine's default backoff. */
+function countingRetry(_sock: SsSocket, attempt: number): undefined { noteAttempt(attempt); return undefined }
 
 export default defineProtocols({
   /** the tuned client: pings for liveness, restart-tolerant retry */
   storm: { ...pinger, retry: restartTolerantRetry },
   /** the same without a retry hook: the engine's default backoff alone */
-  stormDefaults: { ...pinger },
+  stormDefaults: { ...pinger, retry: countingRetry },
 })

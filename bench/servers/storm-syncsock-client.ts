@@ -65,7 +65,7 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
 // The shards' resettable loop-delay monitors (see storm-hooks.ts).
 const loopChannel = new BroadcastChannel(LOOP_CHANNEL)
 loopChannel.unref()
-type LoopReply = { thread: number; maxMs?: number; reset?: boolean; blocks?: [number, number][] }
+type LoopReply = { thread: number; maxMs?: number; reset?: boolean; blocks?: [number, number][]; maxAttempt?: number }
 let loopReplies: LoopReply[] = []
 loopChannel.onmessage = (ev: unknown) => { loopReplies.push((ev as { data: LoopReply }).data) }
 
@@ -132,6 +132,8 @@ async function handle(m: Cmd): Promise<Record<string, unknown>> {
         stats: strip(s), delta: s0 ? delta(s0, s) : {}, established: established(s), loopDelayMaxByShard: s.shards.map((x) => x.loopDelayMaxMs),
         stormLoopMaxByShard: loop.map((r) => r.maxMs), stormLoopMaxMs: loop.length ? Math.max(...loop.map((r) => r.maxMs!)) : null,
         stormBlocks: loop.map((r) => r.blocks ?? []),
+        // failed connects in a row at worst, plus the connect that succeeded
+        maxAttemptsPerEndpoint: loop.length ? Math.max(...loop.map((r) => r.maxAttempt ?? 0)) + 1 : null,
         cpu: cpuSince(ru0),
       }
     }
