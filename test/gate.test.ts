@@ -76,4 +76,18 @@ test('closing the probe hands the role on; closing parked connections frees them
   } finally { await engine.stop(); rec.close() }
 })
 
+test('a probe that gives up (its retry says no) hands the role on: nobody stays parked behind it', async () => {
+  const port = await freePort()
+  const { engine, rec, events } = await startEngine({}, { shards: 1 })
+  const dead: unknown[] = []
+  engine.on('dead', (d) => dead.push(d))
+  try {
+    await engine.connect({ host: HOST, port, protocol: 'giveUpSecond', count: 10, retry: { baseMs: 10, capMs: 20 } })
+    // every connection in turn probes, fails its second connect and gives up
+    await waitFor(() => dead.length === 10, 5000, 'all ten gave up')
+    assert.is(engine.stats().parked, 0)
+    await stopClean(engine, events)
+  } finally { await engine.stop(); rec.close() }
+})
+
 test.run()

@@ -262,7 +262,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
     let target: Target | undefined
     if (typeof this.proto.retry === 'function') {
       const v = s.hook('retry', this.attempt, error)
-      if (v === false) { this.giveUp(error); this.mgr.gateLeave(g, this, delay); return }
+      if (v === false) { this.giveUp(error); return }
       if (typeof v === 'number' && Number.isFinite(v) && v >= 0) delay = v
       else if (v !== null && typeof v === 'object') {
         const o = v as { delayMs: number; target?: Target }
@@ -287,7 +287,9 @@ export class ServerConn implements Lockable, IncarnationOwner {
   }
 
   giveUp(error: Error): void {
-    this.mgr.unpark(this)
+    // Leaving its gate hands the probe role on, so connections parked behind a probe that
+    // died (failover declined, retry said no) are not orphaned.
+    this.mgr.gateLeave(this.mgr.gates.of(this), this, this.cfg.retry.baseMs)
     this.state = 'dead'
     this.mgr.svc.slots.setState(this.id, ST_DEAD)
     this.mgr.svc.counters.add(C.deadConnections)
