@@ -168,10 +168,15 @@ export class ServerConn implements Lockable, IncarnationOwner {
   established(s: SsSocket): void {
     this.releaseAdmission()
     const svc = this.mgr.svc
-    if (this.final || this.mgr.stopping()) {
+    if (this.mgr.stopping()) {
       // §6b.1: a socket that becomes established during stop is closed without hooks.
       svc.counters.add(C.establishedAfterStop)
       svc.dispatcher.locked(this, () => s.finalize('shutdown', 'abort'))
+      return
+    }
+    if (this.final) {
+      // Closed (engine.close / ctx.close) while it was connecting: final, no hooks.
+      svc.dispatcher.locked(this, () => { svc.slots.takeFlags(this.id, REQ_BITS); s.finalize('foreign', 'abort') })
       return
     }
     this.state = 'open'
