@@ -27,7 +27,13 @@ async function echo(argv: string[]): Promise<void> {
   const shards = values.shards === 'auto' ? 'auto' : Number(values.shards)
   const engine = await Engine.start({ shards })
   engine.on('hook-error', (d) => console.error('hook-error', d))
-  const l = await engine.listen({ port, host: values.host, protocol: 'echo' })
+  let l: Awaited<ReturnType<Engine['listen']>>
+  try {
+    l = await engine.listen({ port, host: values.host, protocol: 'echo' })
+  } catch (e) {
+    await engine.stop({ graceMs: 0 }) // the shards would otherwise keep the process alive
+    throw e
+  }
   // The first line is machine-readable: tests and benches wait for it.
   console.log(JSON.stringify({ listening: { host: l.host, port: l.port }, shards: engine.shardCount, pid: process.pid }))
   if (!values.quiet && !values['stats-json']) {

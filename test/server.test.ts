@@ -8,10 +8,10 @@ import fc from 'fast-check'
 import type { ChildProcess } from 'node:child_process'
 import { backoffDelay, SyncsockError, idShard, type ConnectOptions } from '../src/index.ts'
 import { normalizeConnect } from '../src/hooks/server.ts'
-import { waitFor, sleep, leakedHandles, checkReleasedOnce } from './net-helpers.ts'
+import { waitFor, sleep, leakedHandles, checkReleasedOnce, connect } from './net-helpers.ts'
 import {
   backend, freePort, blockedListener, killChild, startEngine, evs, incarnations, within,
-  type Backend,
+  type Backend, type Ev,
   assertStoppedClean,
 } from './conn-helpers.ts'
 
@@ -150,6 +150,24 @@ test('a refused connect retries with attempt 1, 2, 3, … and counts connectFail
     await engine.stop()
     await assertStoppedClean(engine, events)
   } finally { await engine.stop(); rec.close(); await b?.close() }
+})
+
+test('ctx.connect from a hook makes a server connection pinned to that shard', async () => {
+  const b = await backend()
+  const { engine, rec, events } = await startEngine()
+  try {
+    const l = await engine.listen({ port: 0, protocol: 'spawner' })
+    const c = await connect(l.port)
+    c.write(`${HOST}:${b.port}`)
+    await waitFor(() => events.some((e) => e.ev === 'spawned'), 3000, 'spawned')
+    const sp = events.find((e) => e.ev === 'spawned')! as Ev & { connId: number }
+    assert.is(idShard(sp.connId), sp.shard, 'pinned to the shard that asked')
+    await waitFor(() => incarnations(events, sp.connId).length === 1 && b.sockets.size === 1, 3000, 'up')
+    assert.is(engine.send(sp.connId, Buffer.from('x')), 'ok')
+    c.destroy()
+    await engine.stop()
+    await assertStoppedClean(engine, events)
+  } finally { await engine.stop(); rec.close(); await b.close() }
 })
 
 test('failover can reselect: a dropped connection reconnects to the second target and stays there', async () => {
