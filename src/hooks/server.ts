@@ -17,7 +17,7 @@
 
 import { connect as netConnect } from 'node:net'
 import {
-  C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD, ST_ESTABLISHED,
+  C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD,
 } from '../ss/layout.ts'
 import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
 import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
@@ -644,4 +644,3 @@ export class ConnManager {
   }
 }
 
-export { ST_ESTABLISHED }

@@ -2,7 +2,7 @@
 // thread), so increments need no RMW on the value itself; a seqlock word (T_SEQ) lets any other
 // thread read the whole block as one consistent snapshot without tearing a Float64.
 
-import { C, COUNTER_NAMES, MAX_COUNTERS, T_SEQ, type CounterName, type Layout } from './layout.ts'
+import { COUNTER_NAMES, MAX_COUNTERS, T_SEQ, type CounterName, type Layout } from './layout.ts'
 
 export type CounterSnapshot = { [K in CounterName]: number }
 
@@ -69,4 +69,3 @@ export function sumCounters(blocks: CounterSnapshot[]): CounterSnapshot {
   return out
 }
 
-export { C }

@@ -56,7 +56,7 @@ export class ForeignOps {
     this.maxMessage = Math.floor(layout.ringBytes / 2) - 2 * MSG_HDR
   }
 
-  stopping(): boolean { return Atomics.load(this.i32, 0 + H_STOPPING) !== 0 }
+  stopping(): boolean { return Atomics.load(this.i32, H_STOPPING) !== 0 }
 
   check(id: unknown): asserts id is number {
     if (!this.slots.wellFormed(id)) {

@@ -8,7 +8,8 @@ import { EventEmitter } from 'node:events'
 import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
-import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, T_BELL, F_FINAL } from '../ss/layout.ts'
+import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, F_FINAL } from '../ss/layout.ts'
+import { Doorbell } from '../ss/ring.ts'
 import { CounterBlock, readCounters, sumCounters, type CounterSnapshot } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
 import { ForeignOps } from '../ss/foreign.ts'
@@ -116,7 +117,7 @@ export class Engine extends EventEmitter {
       slotsPerShard: opts.maxSocketsPerShard ?? 65536,
       ringBytes: opts.ringBytes,
     })
-    const limits: ShardLimits & { highWater: number; maxQueue: number } = {
+    const limits: ShardLimits = {
       highWater: checkInt('highWater', opts.highWater ?? 1 << 20, 1024, 2 ** 31),
       maxQueue: checkInt('maxQueue', opts.maxQueue ?? 16 << 20, 1024, 2 ** 40),
       sendTimeoutMs: checkInt('sendTimeoutMs', opts.sendTimeoutMs ?? 30_000, 10, 86_400_000),
@@ -332,10 +333,7 @@ export class Engine extends EventEmitter {
     // 1. STOPPING first: connect refuses, established-during-stop closes without hooks,
     //    reconnect timers refuse to arm (F1).
     Atomics.store(this.i32, H_STOPPING, 1)
-    for (let s = 0; s < this.layout.shards; s++) {
-      const bell = this.layout.threadBase(s + 1) + T_BELL
-      if (Atomics.exchange(this.i32, bell, 1) === 0) Atomics.notify(this.i32, bell, 1)
-    }
+    for (let s = 0; s < this.layout.shards; s++) new Doorbell(this.sab, this.layout, s + 1).ring()
     // 2–4. each shard closes listeners, then every socket and connection, and synchronizes.
     await Promise.allSettled(this.shards.map((h) => this.rpc(h, { t: 'stop', req: 0, graceMs }, graceMs + 10_000)))
     // 5. terminate: shards exit by themselves once their handles are gone; force the stragglers.
