@@ -150,7 +150,25 @@ function probeNetns(): NetnsSupport {
   } finally { tryRun('ip', ['netns', 'del', probe]) }
 }
 
+/**
+ * Leftovers of a run that was killed before its exit handler ran (SIGKILL by the runner's file
+ * timeout): namespaces ssflt<tag> and root-side veths ssh<tag>. Removed unless they are ours.
+ */
+function sweepLeftovers(): void {
+  const mine = String(process.pid % 100000)
+  const list = (args: string[]) => { try { return run('ip', args) } catch { return '' } }
+  for (const line of list(['netns', 'list']).split('\n')) {
+    const name = line.split(' ')[0]
+    const m = /^ssflt(\d+)[a-z]\d+$/.exec(name)
+    if (m && m[1] !== mine) tryRun('ip', ['netns', 'del', name])
+  }
+  for (const m of list(['-o', 'link', 'show']).matchAll(/\d+: (ssh(\d+)[a-z]\d+)[@:]/g)) {
+    if (m[2] !== mine) tryRun('ip', ['link', 'del', m[1]])
+  }
+}
+
 const support = probeNetns()
+if (support.ok) sweepLeftovers()
 if (!support.ok) console.log(`  SKIP: namespace fault tests: ${support.reason}`)
 
 const live = new Set<Netns>()
