@@ -19,11 +19,10 @@ async function idOf(s: import('node:net').Socket, protocol = 'rec'): Promise<{ i
   const marker = `id?${s.localPort}`
   if (protocol === 'rec') await roundTrip(s, marker)
   else s.write(marker)
-  await waitFor(() => rec.events.some((e) => e.ev === 'recv' && e.len === marker.length && rec.events.indexOf(e) >= 0), 3000)
-  const news = rec.of('new')
-  // the recv for this marker is the last recv with that length on a socket that is still open
-  const r = [...rec.of('recv')].reverse().find((e) => e.len === marker.length)!
-  const n = news.find((e) => e.token === r.token)!
+  // Hook events cross threads asynchronously: wait for the recv of exactly this marker.
+  const mine = () => rec.of('recv').find((e) => e.text === marker)
+  await waitFor(() => mine() !== undefined, 3000, `recv of ${marker}`)
+  const n = rec.of('new').find((e) => e.token === mine()!.token)!
   return { id: n.id, token: n.token! }
 }
 
@@ -71,6 +70,7 @@ test('half-open protocol: peer FIN → connectionEnd, socket still writable, the
     c.end()
     await closed(c)
     assert.is(Buffer.concat(got).toString(), 'bye', 'wrote after the peer FIN')
+    await waitFor(() => rec.of('new').some((e) => e.protocol === 'half'), 3000, 'connectionNew event')
     const news = rec.of('new').filter((e) => e.protocol === 'half')
     const t = news[news.length - 1].token
     await waitFor(() => rec.events.some((e) => e.token === t && e.ev === 'close'), 3000)
@@ -194,6 +194,7 @@ test('a hook that throws aborts its socket (cause hook-error), is counted and re
     const s = engine.stats()
     assert.is(s.hookErrors - before.hookErrors, 1)
     assert.is(s.closedHookError - before.closedHookError, 1)
+    await waitFor(() => rec.of('new').some((e) => e.protocol === 'throws'), 3000, 'connectionNew event')
     const news = rec.of('new').filter((e) => e.protocol === 'throws')
     const t = news[news.length - 1].token
     await waitFor(() => rec.events.some((e) => e.token === t && e.ev === 'close'), 3000)

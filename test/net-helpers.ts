@@ -8,6 +8,8 @@ export const RECORDER = new URL('./fixtures/recorder.ts', import.meta.url).pathn
 export interface HookEvent {
   ev: string; id: number; kind: string; protocol: string; shard: number
   token?: string; reason?: string; cause?: string; len?: number; attempt?: number
+  /** short chunks only (recorder.ts): the bytes as text */
+  text?: string
 }
 
 /** Listen to hook events of every shard. Call before Engine.start. */
