@@ -25,6 +25,7 @@ test('main hammers close/unlink on live sockets under traffic: released once, no
       c.write('hello')
     }
     await Promise.all(Array.from({ length: 60 }, open))
+    await waitFor(() => rec.of('new').length >= 60, 5000, 'the first 60 registered')
     const deadline = Date.now() + 3000
     let closes = 0, unlinks = 0, stale = 0, sends = 0
     while (Date.now() < deadline) {
