@@ -17,7 +17,7 @@
 
 import { connect as netConnect } from 'node:net'
 import {
-  C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD,
+  C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD, idSlot,
 } from '../ss/layout.ts'
 import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
 import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
@@ -393,7 +393,7 @@ export class ConnManager {
     const id = this.svc.slots.alloc(F_SERVER, ST_CONNECTING)
     if (id < 0) throw new SyncsockError('ERR_SS_SLOTS_EXHAUSTED', `shard ${this.svc.shard} has no free slot`)
     const c = new ServerConn(this, id, proto, cfg)
-    this.conns.set(id % (1 << 20), c)
+    this.conns.set(idSlot(id), c)
     this.svc.counters.add(C.serverConns)
     this.due(c)
     return id
@@ -568,7 +568,7 @@ export class ConnManager {
     this.disarm(c)
     const g = this.gates.of(c)
     if (g.probe === c || c.parkedIn) this.gateLeave(g, c, c.cfg.retry.baseMs)
-    const slot = c.id % (1 << 20)
+    const slot = idSlot(c.id)
     if (this.conns.get(slot) === c) {
       this.conns.delete(slot)
       this.svc.slots.release(c.id)
