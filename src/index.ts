@@ -2,7 +2,7 @@
 export { Engine, reusePortSupported } from './workers/engine.ts'
 export type { EngineOptions, ListenOptions, Listener, EngineStats } from './workers/engine.ts'
 export { defineProtocols, builtinProtocols } from './hooks/protocols.ts'
-export { backoffDelay } from './hooks/server.ts'
+export { backoffDelay } from './hooks/retry.ts'
 export type {
   Protocol, SsSocketApi as SsSocket, ShardContext, DropReason, CloseCause, CloseMode, SendStatus,
   RemoteSendStatus, RequestStatus, FailoverDecision, RetryDecision, ConnectOptions, RetryOptions,

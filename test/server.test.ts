@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import type { ChildProcess } from 'node:child_process'
 import { backoffDelay, SyncsockError, idShard, type ConnectOptions } from '../src/index.ts'
-import { normalizeConnect } from '../src/hooks/server.ts'
+import { normalizeConnect } from '../src/hooks/retry.ts'
 import { waitFor, sleep, leakedHandles, checkReleasedOnce, connect } from './net-helpers.ts'
 import {
   backend, freePort, blockedListener, killChild, startEngine, evs, incarnations, within,

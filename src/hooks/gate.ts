@@ -11,7 +11,8 @@
 // out the target is dead, and so is every connection waiting on it — one verdict, not N.
 // Only the owning shard touches a gate (O1): gates are per shard.
 
-import type { NormalizedConnect, ServerConn } from './server.ts'
+import type { ServerConn } from './server.ts'
+import type { NormalizedConnect } from './retry.ts'
 
 export class Gate {
   down = false

@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { createServer, type Server, type Socket } from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import {
-  Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK,
+  Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, F_REQ_CLOSE, F_REQ_ABORT,
   idShard, idSlot,
 } from '../ss/layout.ts'
 import { CounterBlock } from '../ss/counters.ts'
@@ -19,15 +19,14 @@ import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { Dispatcher, type HookFailure } from '../hooks/dispatch.ts'
 import { loadProtocols } from '../hooks/protocols.ts'
-import { ConnManager, normalizeConnect, type ConnServices } from '../hooks/server.ts'
+import { ConnManager, type ConnServices } from '../hooks/server.ts'
+import { normalizeConnect } from '../hooks/retry.ts'
 import { Liveness } from '../hooks/liveness.ts'
-import type {
-  CloseMode, ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
-  SsSocketApi,
-} from '../hooks/types.ts'
+import type { ConnectOptions, Protocol, ShardContext } from '../hooks/types.ts'
+import { makeContext, type ContextHost } from './context.ts'
 import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
 
-class Shard implements ConnServices {
+class Shard implements ConnServices, ContextHost {
   readonly shard: number
   readonly tid: number
   readonly layout: Layout
@@ -38,10 +37,10 @@ class Shard implements ConnServices {
   readonly ctx: ShardContext
   readonly conns: ConnManager
   private readonly i32: Int32Array
-  private readonly foreign: ForeignOps
+  readonly foreign: ForeignOps
   private readonly inbox: Inbox
   private readonly liveness: Liveness
-  private readonly protocols: Record<string, Protocol>
+  readonly protocols: Record<string, Protocol>
   private readonly bySlot: (SsSocket | null)[]
   private readonly listeners = new Map<number, Server>()
   private readonly sendWatch = new Set<SsSocket>()
@@ -50,6 +49,8 @@ class Shard implements ConnServices {
   private readonly housekeeping: NodeJS.Timeout
   private live = 0
   private stopping = false
+  get shardCount(): number { return this.layout.shards }
+  get isStopping(): boolean { return this.stopping || Atomics.load(this.i32, H_STOPPING) !== 0 }
   private readonly port = parentPort!
 
   constructor(init: ShardInit, protocols: Record<string, Protocol>) {
@@ -70,7 +71,7 @@ class Shard implements ConnServices {
     this.foreign = new ForeignOps(init.sab, this.layout, this.tid, this.counters, lock)
     this.liveness = new Liveness(this.dispatcher, this.counters)
     this.conns = new ConnManager(this, init.sab, this.limits.maxConnectsInFlight, this.liveness)
-    this.ctx = this.makeContext()
+    this.ctx = makeContext(this)
     this.inbox = new Inbox(init.sab, this.layout, this.tid, {
       budget: this.limits.drainBudget,
       onRecord: this.onRecord,
@@ -338,67 +339,6 @@ class Shard implements ConnServices {
     Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 0)
     // With every handle gone the worker ends by itself; main terminates it if user code left any.
     setImmediate(() => this.port.close())
-  }
-
-  // ---------------- the context hooks see ----------------
-
-  private makeContext(): ShardContext {
-    const self: Shard = this
-    const foreign: ForeignOps = this.foreign
-    return {
-      shard: this.shard,
-      shards: this.layout.shards,
-      get stopping() { return self.stopping || Atomics.load(self.i32, H_STOPPING) !== 0 },
-      send(id: number, bytes: Uint8Array): RemoteSendStatus {
-        foreign.check(id)
-        if (idShard(id) !== self.shard) return self.foreign.send(id, bytes)
-        if (!(bytes instanceof Uint8Array)) throw new SyncsockError('ERR_SS_BAD_OPTION', 'send takes a Uint8Array or Buffer')
-        const s = self.socketFor(id)
-        if (!s) return self.slots.live(id) ? 'ERR_SS_NOT_CONNECTED' : 'ERR_SS_STALE'
-        const st = s.send(bytes)
-        return st === 'ok' || st === 'high-water' ? 'ok' : st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
-      },
-      close(id: number, mode: CloseMode = 'graceful'): RequestStatus {
-        foreign.check(id)
-        if (idShard(id) !== self.shard) return self.foreign.close(id, mode)
-        const s = self.socketFor(id)
-        if (s) { if (s.final) return 'ERR_SS_CLOSED'; s.close(mode); return 'ok' }
-        const conn = self.conns.conns.get(idSlot(id))
-        if (conn && conn.id === id) { self.dispatcher.locked(conn, () => conn.closeIdle()); return 'ok' }
-        return 'ERR_SS_STALE'
-      },
-      unlink(id: number): RequestStatus {
-        foreign.check(id)
-        if (idShard(id) !== self.shard) return self.foreign.unlink(id)
-        const s = self.socketFor(id)
-        if (!s) return 'ERR_SS_STALE'
-        self.dispatcher.locked(s, () => s.applyRequests(F_REQ_UNLINK))
-        return 'ok'
-      },
-      connect(opts: ConnectOptions): number {
-        const cfg = normalizeConnect(opts, (p) => p in self.protocols)
-        return self.conns.create(self.protocols[cfg.protocol], cfg)
-      },
-      timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer {
-        const s = sock as SsSocket
-        if (!(s instanceof SsSocket) || s.shard !== self.shard) {
-          throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.timer takes a socket of this shard')
-        }
-        const t = setTimeout(() => {
-          s.timers?.delete(t)
-          self.dispatcher.locked(s, () => {
-            if (!s.runnable()) return
-            try { fn(s) } catch (error) {
-              self.counters.add(C.hookErrors)
-              self.hookFailed(s, { hook: 'timer', error })
-              s.finalize('hook-error', 'abort')
-            }
-          })
-        }, ms)
-        ;(s.timers ??= new Set()).add(t)
-        return { cancel() { clearTimeout(t); s.timers?.delete(t) } }
-      },
-    }
   }
 }
 

@@ -1,0 +1,91 @@
+// The shard context hooks see (`sock.ctx`): shard services by socket id. One resolver maps an id
+// to what it names on this shard (a live incarnation, an idle server connection, or nothing);
+// ids of other shards go to ForeignOps, the same path engine.send/close/unlink take, so a caller
+// gets the same answer whichever thread it calls from.
+
+import { C, F_REQ_UNLINK, idShard, idSlot } from '../ss/layout.ts'
+import { SsSocket } from '../ss/socket.ts'
+import { SyncsockError } from '../ss/errors.ts'
+import type { ForeignOps } from '../ss/foreign.ts'
+import type { SlotTable } from '../ss/slots.ts'
+import type { CounterBlock } from '../ss/counters.ts'
+import type { Dispatcher, HookFailure } from '../hooks/dispatch.ts'
+import type { ConnManager } from '../hooks/server.ts'
+import { normalizeConnect } from '../hooks/retry.ts'
+import type {
+  CloseMode, ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
+  SsSocketApi,
+} from '../hooks/types.ts'
+
+/** What the context needs from its shard. */
+export interface ContextHost {
+  readonly shard: number
+  readonly shardCount: number
+  readonly foreign: ForeignOps
+  readonly slots: SlotTable
+  readonly conns: ConnManager
+  readonly dispatcher: Dispatcher
+  readonly counters: CounterBlock
+  readonly protocols: Record<string, Protocol>
+  readonly isStopping: boolean
+  socketFor(id: number): SsSocket | null
+  hookFailed(s: SsSocket, f: HookFailure): void
+}
+
+export function makeContext(host: ContextHost): ShardContext {
+  const foreign: ForeignOps = host.foreign
+  return {
+    shard: host.shard,
+    shards: host.shardCount,
+    get stopping() { return host.isStopping },
+    send(id: number, bytes: Uint8Array): RemoteSendStatus {
+      foreign.check(id)
+      if (idShard(id) !== host.shard) return foreign.send(id, bytes)
+      if (!(bytes instanceof Uint8Array)) throw new SyncsockError('ERR_SS_BAD_OPTION', 'send takes a Uint8Array or Buffer')
+      const s = host.socketFor(id)
+      if (!s) return host.slots.live(id) ? 'ERR_SS_NOT_CONNECTED' : 'ERR_SS_STALE'
+      const st = s.send(bytes)
+      return st === 'ok' || st === 'high-water' ? 'ok' : st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
+    },
+    close(id: number, mode: CloseMode = 'graceful'): RequestStatus {
+      foreign.check(id)
+      if (idShard(id) !== host.shard) return foreign.close(id, mode)
+      const s = host.socketFor(id)
+      if (s) { if (s.final) return 'ERR_SS_CLOSED'; s.close(mode); return 'ok' }
+      const conn = host.conns.conns.get(idSlot(id))
+      if (conn && conn.id === id) { host.dispatcher.locked(conn, () => conn.closeIdle()); return 'ok' }
+      return 'ERR_SS_STALE'
+    },
+    unlink(id: number): RequestStatus {
+      foreign.check(id)
+      if (idShard(id) !== host.shard) return foreign.unlink(id)
+      const s = host.socketFor(id)
+      if (!s) return 'ERR_SS_STALE'
+      host.dispatcher.locked(s, () => s.applyRequests(F_REQ_UNLINK))
+      return 'ok'
+    },
+    connect(opts: ConnectOptions): number {
+      const cfg = normalizeConnect(opts, (p) => p in host.protocols)
+      return host.conns.create(host.protocols[cfg.protocol], cfg)
+    },
+    timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer {
+      const s = sock as SsSocket
+      if (!(s instanceof SsSocket) || s.shard !== host.shard) {
+        throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.timer takes a socket of this shard')
+      }
+      const t = setTimeout(() => {
+        s.timers?.delete(t)
+        host.dispatcher.locked(s, () => {
+          if (!s.runnable()) return
+          try { fn(s) } catch (error) {
+            host.counters.add(C.hookErrors)
+            host.hookFailed(s, { hook: 'timer', error })
+            s.finalize('hook-error', 'abort')
+          }
+        })
+      }, ms)
+      ;(s.timers ??= new Set()).add(t)
+      return { cancel() { clearTimeout(t); s.timers?.delete(t) } }
+    },
+  }
+}
