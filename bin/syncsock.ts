@@ -4,8 +4,7 @@
 //   syncsock start   (what `npm start` runs: the echo engine on built-in defaults)
 // SIGTERM / SIGINT stop the engine cleanly (DESIGN §6b) and exit 0.
 import { parseArgs } from 'node:util'
-import { Engine } from '../src/index.ts'
-import { SyncsockError } from '../src/ss/errors.ts'
+import { Engine, SyncsockError } from '../src/index.ts'
 
 const USAGE = `usage:
   syncsock echo [--port 7000] [--host 127.0.0.1] [--shards N|auto] [--stats-json] [--quiet]

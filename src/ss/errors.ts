@@ -17,6 +17,7 @@ export const codes = {
   ERR_SS_NOT_CONNECTED: 'the server connection has no established socket right now',
   ERR_SS_HOOK: 'a hook broke its contract (threw, or returned a Promise)',
   ERR_SS_SHARD_DIED: 'a shard worker exited unexpectedly',
+  ERR_SS_BOOT: 'a shard failed to boot (its hooks module threw, exited or never finished loading)',
   ERR_SS_LISTEN: 'a listener could not be opened',
   ERR_SS_TIMEOUT: 'an operation did not finish in time',
   ERR_SS_SLOTS_EXHAUSTED: "the shard's slot table is full",
