@@ -66,4 +66,23 @@ test('sumCounters adds events and gauges, and takes the max of loop delay and la
   assert.is(readCounters(sab, l, 2).accepted, 5)
 })
 
+test('reset after a writer died mid-update (SEQ left odd) leaves SEQ even: readers are not stuck behind a dead write (bug 8)', () => {
+  const l = new Layout({ shards: 1, slotsPerShard: 1, ringBytes: 1024 })
+  const sab = l.create()
+  const i32 = new Int32Array(sab)
+  const seq = l.threadBase(1) + T_SEQ
+  for (const dead of [7, 0x7ffffffd, -3]) {
+    Atomics.store(i32, seq, dead) // the old writer died between its two increments
+    const c = new CounterBlock(sab, l, 1)
+    c.reset()
+    assert.is(Atomics.load(i32, seq) & 1, 0, `after reset from ${dead}`)
+    c.add(C.bytesIn, 5)
+    assert.is(Atomics.load(i32, seq) & 1, 0, 'and after the next add')
+    assert.is(readCounters(sab, l, 1).bytesIn, 5)
+    Atomics.store(i32, seq, dead)
+    c.zero([C.active])
+    assert.is(Atomics.load(i32, seq) & 1, 0, `after zero() from ${dead}`)
+  }
+})
+
 test.run()

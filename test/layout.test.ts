@@ -82,7 +82,7 @@ test('property: every region is in bounds, 64-byte aligned and disjoint; head an
       for (let s = 0; s < shards; s++) {
         const first = l.slotBase(s, 0) * 4
         const summaryEnd = (l.summaryBase(s) + l.summaryWords) * 4
-        assert.is(l.summaryBase(s), l.slotBase(s, slotsPerShard - 1) + SLOT_WORDS)
+        assert.is(l.summaryBase(s), l.slotBase(s, l.slotTableSize - 1) + SLOT_WORDS)
         regions.push([`slots ${s}`, first, summaryEnd])
       }
       for (let p = 0; p < l.threads; p++) {

@@ -5,10 +5,11 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import {
-  Layout, encodeId, idShard, idSlot, idGen, isSocketId, GEN_MAX, MAX_SHARDS, MAX_SLOTS,
-  F_IN_USE, F_LINKED, F_REQ_CLOSE, F_REQ_UNLINK, F_SERVER, S_LOCK, ST_ESTABLISHED, ST_FREE,
+  Layout, encodeId, idShard, idSlot, idGen, isSocketId, GEN_MAX, MAX_SHARDS, MAX_SLOTS, SLOT_QUARANTINE,
+  F_IN_USE, F_LINKED, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK, F_SERVER, F_FINAL, F_HIGH_WATER, INCARNATION_FLAGS,
+  S_LOCK, ST_ESTABLISHED, ST_FREE,
 } from '../src/ss/layout.ts'
-import { SlotTable, SlotView, genOf } from '../src/ss/slots.ts'
+import { SlotTable, SlotView, STALE_FLAGS, genOf } from '../src/ss/slots.ts'
 import { SyncsockError } from '../src/ss/errors.ts'
 import { TestWorker, terminateAll } from './thread-helpers.ts'
 
@@ -20,7 +21,7 @@ function setup(shards = 2, slotsPerShard = 8) {
 
 test('a freed and reused slot rejects the old id: live() false, orIfLive() -1, its bits never reach the new incarnation', () => {
   const { sab, layout, view } = setup()
-  const t = new SlotTable(sab, layout, 1)
+  const t = new SlotTable(sab, layout, 1, { size: 2, quarantine: 1 }) // two slots, one held back: FIFO alternates
   const a = t.alloc(F_LINKED, ST_ESTABLISHED)
   assert.ok(view.wellFormed(a))
   assert.is(idShard(a), 1)
@@ -30,16 +31,24 @@ test('a freed and reused slot rejects the old id: live() false, orIfLive() -1, i
   assert.not.ok(view.live(a), 'freed')
   assert.is(view.orIfLive(a, F_REQ_CLOSE), -1)
   assert.is(view.state(a), ST_FREE)
+  assert.is(t.flags(a), STALE_FLAGS, 'owner-side reads of a stale id answer final')
+  assert.is(t.takeFlags(a, F_REQ_UNLINK), 0, 'owner-side takes of a stale id take nothing')
 
+  const other = t.alloc(0, ST_ESTABLISHED)
+  assert.is.not(idSlot(other), idSlot(a), 'FIFO with a quarantine: the freed slot is not handed out next')
+  t.release(other)
   const b = t.alloc(0, ST_ESTABLISHED)
-  assert.is(idSlot(b), idSlot(a), 'LIFO: the same slot comes back')
+  assert.is(idSlot(b), idSlot(a), 'then the slot comes back')
   assert.is(idGen(b), idGen(a) + 1)
   assert.is.not(b, a)
   assert.not.ok(view.live(a))
   assert.is(view.orIfLive(a, F_REQ_CLOSE), -1)
-  assert.is(t.flags(b), F_IN_USE, 'no request bit of the old incarnation (nor LINKED) survived')
+  t.setFlags(a, F_LINKED)
+  t.clearFlags(a, F_IN_USE)
+  assert.is(t.flags(b), F_IN_USE, 'no request bit of the old incarnation (nor LINKED) survived, and owner ops by the old id changed nothing')
   assert.ok(view.live(b))
   assert.is(view.orIfLive(b, F_REQ_CLOSE), F_IN_USE)
+  assert.is(t.takeFlags(a, F_REQ_CLOSE), 0, 'a stale id cannot take the new incarnation\'s request (bug 4)')
   assert.is(t.takeFlags(b, F_REQ_CLOSE | F_REQ_UNLINK), F_REQ_CLOSE, 'takeFlags returns only bits that were set')
   assert.is(t.flags(b), F_IN_USE)
   try { t.release(a); assert.unreachable('release of a stale id must throw') } catch (e) {
@@ -48,23 +57,77 @@ test('a freed and reused slot rejects the old id: live() false, orIfLive() -1, i
   assert.ok(view.live(b), 'the failed stale release left the live incarnation alone')
 })
 
-test('generations wrap from GEN_MAX to 1, never 0, and the wrapped-from id is stale', () => {
-  const { sab, layout, view } = setup(1, 1)
+test('beginIncarnation clears the incarnation-level flags (LINKED, HIGH_WATER, a pending unlink) and keeps the connection-level ones', () => {
+  const { sab, layout } = setup()
   const t = new SlotTable(sab, layout, 0)
+  const id = t.alloc(F_SERVER, ST_ESTABLISHED)
+  t.setFlags(id, F_LINKED | F_HIGH_WATER | F_REQ_UNLINK | F_REQ_CLOSE)
+  t.beginIncarnation(id)
+  assert.is(t.flags(id), F_SERVER | F_IN_USE | F_REQ_CLOSE)
+  assert.is(INCARNATION_FLAGS & (F_FINAL | F_SERVER | F_IN_USE | F_REQ_CLOSE | F_REQ_ABORT), 0)
+})
+
+test('generations wrap from genMax to 1, never 0, and the wrapped-from id is stale', () => {
+  const { sab, layout, view } = setup(1, 1)
+  const genMax = 50
+  const t = new SlotTable(sab, layout, 0, { size: 1, quarantine: 0, genMax })
   let prev = -1
   const seen = new Set<number>()
-  for (let i = 0; i < GEN_MAX + 3; i++) {
+  for (let i = 0; i < genMax + 3; i++) {
     const id = t.alloc(0, ST_ESTABLISHED)
     const g = idGen(id)
-    assert.ok(g >= 1 && g <= GEN_MAX)
+    assert.ok(g >= 1 && g <= genMax)
     assert.ok(isSocketId(id))
     if (prev !== -1) assert.not.ok(view.live(prev))
     seen.add(g)
     t.release(id)
     prev = id
   }
-  assert.is(seen.size, GEN_MAX, 'every generation 1..GEN_MAX used, 0 never')
+  assert.is(seen.size, genMax, 'every generation 1..genMax used, 0 never')
   assert.ok(!seen.has(0))
+})
+
+test('a stale id answers ERR_SS_STALE for at least 10^9 allocations of its table (bug 5: ids repeated after 32,767)', () => {
+  // Why: the free list is FIFO and never allocates while only `quarantine` slots are free, so
+  // whatever the allocation pattern (even a table kept full but for one churning socket) each
+  // reuse of a slot comes after at least `quarantine` other allocations. An id (slot s, gen g)
+  // reappears only when s's generation has wrapped: genMax allocations of s, hence at least
+  // genMax × (quarantine + 1) allocations of the table.
+  assert.ok(GEN_MAX * (SLOT_QUARANTINE + 1) >= 1e9, `${GEN_MAX} × ${SLOT_QUARANTINE + 1} >= 1e9`)
+  const { layout } = setup(1, 16)
+  // The same argument checked at a small scale: random alloc/release patterns on a tiny table.
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 4 }), fc.integer({ min: 1, max: 7 }),
+    fc.array(fc.nat(), { minLength: 50, maxLength: 400 }),
+    (genMax, quarantine, extra, ops) => {
+      const size = quarantine + extra
+      const sab = layout.create()
+      const view = new SlotView(sab, layout)
+      const t = new SlotTable(sab, layout, 0, { size, quarantine, genMax })
+      const bound = genMax * (quarantine + 1)
+      const held: number[] = []
+      const releasedAt = new Map<number, number>() // stale id -> allocation count at its release
+      let allocs = 0
+      for (const op of ops) {
+        if (op % 3 !== 0 || held.length === 0) {
+          const id = t.alloc(0, ST_ESTABLISHED)
+          if (id < 0) { assert.is(held.length, size - quarantine, 'full only at capacity'); continue }
+          allocs++
+          const at = releasedAt.get(id)
+          if (at !== undefined) {
+            assert.ok(allocs - at >= bound, `id reused after ${allocs - at} allocations (< ${bound})`)
+            releasedAt.delete(id)
+          }
+          held.push(id)
+        } else {
+          const id = held.splice(op % held.length, 1)[0]
+          t.release(id)
+          releasedAt.set(id, allocs)
+        }
+        for (const [id] of releasedAt) assert.is(view.orIfLive(id, F_REQ_CLOSE), -1)
+      }
+    },
+  ), { numRuns: 300 })
 })
 
 test('a full table answers -1, and a release makes room again', () => {
@@ -73,12 +136,13 @@ test('a full table answers -1, and a release makes room again', () => {
   const ids = [t.alloc(0, 1), t.alloc(0, 1), t.alloc(0, 1)]
   assert.ok(ids.every((id) => id >= 0))
   assert.is(new Set(ids.map(idSlot)).size, 3)
-  assert.is(t.alloc(0, 1), -1)
+  assert.is(t.alloc(0, 1), -1, 'maxSocketsPerShard in use: full (the quarantine is not capacity)')
   assert.is(t.inUse, 3)
   t.release(ids[1])
   const again = t.alloc(0, 1)
-  assert.is(idSlot(again), idSlot(ids[1]))
+  assert.ok(again >= 0)
   assert.is(t.inUse, 3)
+  assert.is(t.alloc(0, 1), -1)
 })
 
 test('resetAll (shard restart, R1): every old id is stale, locks and request summaries are cleared', () => {
@@ -118,8 +182,8 @@ test('property: encodeId / idShard / idSlot / idGen round-trip; ids are safe int
 test('property: wellFormed accepts exactly the ids whose shard and slot exist in this layout', () => {
   const { view, layout } = setup(3, 100)
   fc.assert(fc.property(
-    fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: GEN_MAX }),
-    (shard, slot, gen) => view.wellFormed(encodeId(shard, slot, gen)) === (shard < layout.shards && slot < layout.slotsPerShard),
+    fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 1000 }), fc.integer({ min: 1, max: GEN_MAX }),
+    (shard, slot, gen) => view.wellFormed(encodeId(shard, slot, gen)) === (shard < layout.shards && slot < layout.slotTableSize),
   ))
 })
 

@@ -34,10 +34,22 @@ export class CounterBlock {
 
   get(idx: number): number { return this.f64[idx] }
 
-  reset(): void {
-    Atomics.add(this.i32, this.seq, 1)
-    this.f64.fill(0)
-    Atomics.add(this.i32, this.seq, 1)
+  /**
+   * Zero the block (a new writer taking it over: a restarted shard, or main for a dead one). The
+   * previous writer may have died mid-update and left SEQ odd; `add` would keep it odd for good
+   * (readers then spin to their bound on every read), so store an odd value, write, then the even
+   * one after it (hardening bug 8).
+   */
+  reset(): void { this.rewrite(() => this.f64.fill(0)) }
+
+  /** Zero some counters (gauges of a shard that died and stays down), as reset() does. */
+  zero(idxs: readonly number[]): void { this.rewrite(() => { for (const i of idxs) this.f64[i] = 0 }) }
+
+  private rewrite(fn: () => void): void {
+    const odd = Atomics.load(this.i32, this.seq) | 1
+    Atomics.store(this.i32, this.seq, odd)
+    fn()
+    Atomics.store(this.i32, this.seq, odd + 1)
   }
 }
 

@@ -4,7 +4,7 @@
 //
 //   header      magic, version, shard count, STOPPING, sizes            (one 64-byte line)
 //   threads     per thread one 64-byte line: ALIVE, EPOCH, REQ_PENDING, BELL, SEQ
-//   slot tables per shard: slotsPerShard × 4 Int32 words, then a request summary bitmap
+//   slot tables per shard: (slotsPerShard + SLOT_QUARANTINE) × 4 Int32 words, then a request summary bitmap
 //   rings       one SPSC ring per (producer, consumer) pair, producer != consumer
 //   counters    per thread a block of Float64 counters, single writer, read under SEQ
 //
@@ -13,7 +13,7 @@
 import { SyncsockError, badOption, checkInt } from './errors.ts'
 
 export const MAGIC = 0x53534b31 // 'SSK1'
-export const VERSION = 1
+export const VERSION = 2
 export const LINE = 64 // bytes: one cache line; head/tail/bells/counter blocks never share one
 
 // --- header words (Int32 index) ---
@@ -35,7 +35,7 @@ export const T_SEQ = 4 // seqlock over this thread's counter block (odd while wr
 export const SLOT_WORDS = 4
 export const S_LOCK = 0 // callback lock, see lock.ts
 export const S_STATE = 1 // SlotState, written by the owner only, read by anyone
-export const S_GENFLAGS = 2 // generation << 16 | flags: one word so a CAS checks both (no ABA)
+export const S_GENFLAGS = 2 // generation << GEN_SHIFT | flags: one word so a CAS checks both (no ABA)
 export const S_AUX = 3 // owner-published extra (e.g. protocol index); informational
 
 // SlotState values (S_STATE)
@@ -46,23 +46,40 @@ export const ST_CLOSING = 3
 export const ST_WAITING = 4 // server connection between incarnations (backoff)
 export const ST_DEAD = 5 // server connection that gave up
 
-// Flags in the low 16 bits of S_GENFLAGS
-export const F_LINKED = 1 << 0 // user data is linked: hooks may run (L1)
+// Flags in the low 10 bits of S_GENFLAGS, by the lifetime they belong to (DESIGN §4b).
+// Connection-level: set when the slot is taken, live until it is released (a server
+// connection's slot outlives its incarnations).
+export const F_IN_USE = 1 << 0 // the slot holds a socket or server connection
 export const F_FINAL = 1 << 1 // intentional close happened: never failover/retry again (F1)
 export const F_SERVER = 1 << 2 // persistent server connection (outbound)
 export const F_TLS = 1 << 3
-export const F_HIGH_WATER = 1 << 4 // send queue above high water: foreign sends are refused
-export const F_REQ_CLOSE = 1 << 5 // foreign close requested (graceful)
-export const F_REQ_ABORT = 1 << 6 // foreign close requested (abort)
-export const F_REQ_UNLINK = 1 << 7 // foreign unlink requested
-export const F_IN_USE = 1 << 8 // the slot holds a socket or server connection
-export const FLAGS_MASK = 0xffff
-export const GEN_SHIFT = 16
-export const GEN_MAX = 0x7fff // 15 bits, so the word stays a positive Int32
+export const F_REQ_CLOSE = 1 << 4 // foreign close requested (graceful)
+export const F_REQ_ABORT = 1 << 5 // foreign close requested (abort)
+// Incarnation-level: about one TCP connection; SlotTable.beginIncarnation clears them, so a
+// verdict about incarnation k never reaches k+1 (hardening bug 1: HIGH_WATER of a dropped
+// incarnation refused every send to the next one).
+export const F_LINKED = 1 << 6 // user data is linked: hooks may run (L1)
+export const F_HIGH_WATER = 1 << 7 // send queue above high water: foreign sends are refused
+export const F_REQ_UNLINK = 1 << 8 // foreign unlink requested: it means the data linked now
+export const INCARNATION_FLAGS = F_LINKED | F_HIGH_WATER | F_REQ_UNLINK
+export const FLAGS_MASK = 0x3ff
+export const GEN_SHIFT = 10
+/** 21 generation bits: the word stays a positive Int32 and the id below 2^49 (exact in a double). */
+export const GEN_MAX = (1 << 21) - 1
+/**
+ * Free slots held back from allocation. The free list is FIFO and never hands out a slot while
+ * fewer than this many others are free, so a freed slot is reused only after at least
+ * SLOT_QUARANTINE other allocations, however full the table. A stale id (slot s, generation g)
+ * can alias only once s's generation wraps: GEN_MAX reuses of s, hence at least
+ * GEN_MAX × SLOT_QUARANTINE ≈ 1.07e9 allocations of that shard's table (hardening bug 5: a LIFO
+ * list and 15-bit generations aliased after 32,767 serial connections). The quarantined slots
+ * are extra: the table has maxSocketsPerShard + SLOT_QUARANTINE slots.
+ */
+export const SLOT_QUARANTINE = 512
 
-// Socket id: ((gen * 256 + shard) * 2^20) + slot, an integer < 2^43, exact in a double.
+// Socket id: ((gen * 256 + shard) * 2^20) + slot, an integer < 2^49, exact in a double.
 export const MAX_SHARDS = 255
-export const MAX_SLOTS = 1 << 20
+export const MAX_SLOTS = (1 << 20) - SLOT_QUARANTINE
 const SLOT_SPAN = 1 << 20
 
 export function encodeId(shard: number, slot: number, gen: number): number {
@@ -88,6 +105,7 @@ export const COUNTER_NAMES = [
   'deadConnections', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns', 'reconnectsAfterStop',
   'livenessProbes', 'livenessFailures', 'reconnectLatencyMaxMs',
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs',
+  'shardRestarts', 'shardsDown',
 ] as const
 export type CounterName = typeof COUNTER_NAMES[number]
 export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]))) as {
@@ -119,7 +137,10 @@ export function defaultRingBytes(shards: number): number {
 export class Layout {
   readonly shards: number
   readonly threads: number
+  /** slots a shard may have in use (maxSocketsPerShard) */
   readonly slotsPerShard: number
+  /** slots in a shard's table: slotsPerShard + SLOT_QUARANTINE */
+  readonly slotTableSize: number
   readonly ringBytes: number
   readonly summaryWords: number
   readonly byteLength: number
@@ -141,10 +162,11 @@ export class Layout {
     }
     this.ringBytes = rb
     this.threads = this.shards + 1
-    this.summaryWords = Math.ceil(this.slotsPerShard / 32)
+    this.slotTableSize = this.slotsPerShard + SLOT_QUARANTINE
+    this.summaryWords = Math.ceil(this.slotTableSize / 32)
     this.threadsOff = LINE
     this.slotsOff = this.threadsOff + this.threads * LINE
-    this.slotTableBytes = align(this.slotsPerShard * SLOT_WORDS * 4 + this.summaryWords * 4, LINE)
+    this.slotTableBytes = align(this.slotTableSize * SLOT_WORDS * 4 + this.summaryWords * 4, LINE)
     this.ringsOff = this.slotsOff + this.shards * this.slotTableBytes
     this.ringStride = 2 * LINE + this.ringBytes
     this.countersOff = this.ringsOff + this.threads * this.threads * this.ringStride
@@ -192,7 +214,7 @@ export class Layout {
   }
   /** Int32 index of a shard's request summary bitmap (one bit per slot). */
   summaryBase(shard: number): number {
-    return ((this.slotsOff + shard * this.slotTableBytes) >> 2) + this.slotsPerShard * SLOT_WORDS
+    return ((this.slotsOff + shard * this.slotTableBytes) >> 2) + this.slotTableSize * SLOT_WORDS
   }
   /** Byte offset of the ring from producer tid to consumer tid. */
   ringOffset(producer: number, consumer: number): number {
