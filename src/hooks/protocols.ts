@@ -10,14 +10,14 @@ const BRAND = Symbol.for('syncsock.protocols')
 export type Protocols = Readonly<Record<string, Protocol>> & { readonly [BRAND]?: true }
 
 export function defineProtocols<T extends Record<string, Protocol>>(protocols: T): T {
-  if (protocols === null || typeof protocols !== 'object') {
+  if (protocols === null || typeof protocols !== 'object' || Array.isArray(protocols)) {
     throw new SyncsockError('ERR_SS_BAD_OPTION', 'defineProtocols takes an object of protocols')
   }
   for (const [name, proto] of Object.entries(protocols)) {
     if (!/^[A-Za-z][\w.-]*$/.test(name)) {
       throw new SyncsockError('ERR_SS_BAD_OPTION', `protocol name ${JSON.stringify(name)} must be a plain identifier`)
     }
-    if (proto === null || typeof proto !== 'object') {
+    if (proto === null || typeof proto !== 'object' || Array.isArray(proto)) {
       throw new SyncsockError('ERR_SS_BAD_OPTION', `protocol ${name} must be an object of hooks`)
     }
     for (const [k, v] of Object.entries(proto)) {
@@ -27,7 +27,8 @@ export function defineProtocols<T extends Record<string, Protocol>>(protocols: T
       if (typeof v !== 'function') throw new SyncsockError('ERR_SS_BAD_OPTION', `protocol ${name}: hook ${k} must be a function`)
     }
   }
-  Object.defineProperty(protocols, BRAND, { value: true })
+  // An already frozen object (defined before, or frozen by its author) stays as it is.
+  if (Object.isExtensible(protocols)) Object.defineProperty(protocols, BRAND, { value: true })
   return Object.freeze(protocols)
 }
 

@@ -5,7 +5,8 @@
 
 import { C, F_REQ_UNLINK, idShard, idSlot } from '../ss/layout.ts'
 import { SsSocket } from '../ss/socket.ts'
-import { SyncsockError } from '../ss/errors.ts'
+import { SyncsockError, badOption, checkNumber } from '../ss/errors.ts'
+import { MAX_TIMER_MS, closeModeOf, type CloseModeArg } from '../ss/options.ts'
 import type { ForeignOps } from '../ss/foreign.ts'
 import type { SlotTable } from '../ss/slots.ts'
 import type { CounterBlock } from '../ss/counters.ts'
@@ -13,7 +14,7 @@ import type { Dispatcher, HookFailure } from '../hooks/dispatch.ts'
 import type { ConnManager } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
-  CloseMode, ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
+  ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
   SsSocketApi,
 } from '../hooks/types.ts'
 
@@ -28,6 +29,7 @@ export interface ContextHost {
   readonly counters: CounterBlock
   readonly protocols: Record<string, Protocol>
   readonly isStopping: boolean
+  readonly config: unknown
   socketFor(id: number): SsSocket | null
   hookFailed(s: SsSocket, f: HookFailure): void
 }
@@ -37,6 +39,7 @@ export function makeContext(host: ContextHost): ShardContext {
   return {
     shard: host.shard,
     shards: host.shardCount,
+    config: host.config,
     get stopping() { return host.isStopping },
     send(id: number, bytes: Uint8Array): RemoteSendStatus {
       foreign.check(id)
@@ -47,8 +50,9 @@ export function makeContext(host: ContextHost): ShardContext {
       const st = s.send(bytes)
       return st === 'ok' || st === 'high-water' ? 'ok' : st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
     },
-    close(id: number, mode: CloseMode = 'graceful'): RequestStatus {
+    close(id: number, how?: CloseModeArg): RequestStatus {
       foreign.check(id)
+      const mode = closeModeOf(how, 'ctx.close')
       if (idShard(id) !== host.shard) return foreign.close(id, mode)
       const s = host.socketFor(id)
       if (s) { if (s.final) return 'ERR_SS_CLOSED'; s.close(mode); return 'ok' }
@@ -65,7 +69,7 @@ export function makeContext(host: ContextHost): ShardContext {
       return 'ok'
     },
     connect(opts: ConnectOptions): number {
-      const cfg = normalizeConnect(opts, (p) => p in host.protocols)
+      const cfg = normalizeConnect(opts, (p) => p in host.protocols, 'ctx.connect')
       return host.conns.create(host.protocols[cfg.protocol], cfg)
     },
     timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer {
@@ -73,6 +77,12 @@ export function makeContext(host: ContextHost): ShardContext {
       if (!(s instanceof SsSocket) || s.shard !== host.shard) {
         throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.timer takes a socket of this shard')
       }
+      // setTimeout fires a delay above 2^31-1 ms (or a NaN one) after 1 ms: refuse it, loudly.
+      checkNumber('ctx.timer ms', ms, 0, MAX_TIMER_MS)
+      if (typeof fn !== 'function') badOption('ctx.timer fn', 'a function', fn)
+      // An incarnation whose I/O already closed can never run one (its timers were cleared with
+      // it): arming one anyway would only keep the shard's loop alive for up to 24 days.
+      if (s.phase === 'closed') return { cancel() {} }
       const t = setTimeout(() => {
         s.timers?.delete(t)
         host.dispatcher.locked(s, () => {
