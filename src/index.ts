@@ -4,7 +4,7 @@ export type { EngineOptions, ListenOptions, Listener, EngineStats } from './work
 export { defineProtocols, builtinProtocols } from './hooks/protocols.ts'
 export { backoffDelay } from './hooks/retry.ts'
 export type {
-  Protocol, SsSocketApi as SsSocket, ShardContext, DropReason, CloseCause, CloseMode, SendStatus,
+  Protocol, SsSocketApi as SsSocket, ShardContext, DropReason, FailoverReason, CloseCause, CloseMode, SendStatus,
   RemoteSendStatus, RequestStatus, FailoverDecision, RetryDecision, ConnectOptions, RetryOptions,
   LivenessOptions, Target, SocketKind, SocketTimer,
 } from './hooks/types.ts'

@@ -44,12 +44,7 @@ export class Dispatcher {
     if (this.holding === s.lockIdx) { fn(); return }
     if (this.holding !== -1) { this.afterRelease.push(() => this.locked(s, fn)); return }
     if (s.backlog) { s.backlog.push(fn); return }
-    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) {
-      s.backlog = [fn]
-      s.onBacklog?.(true)
-      setImmediate(() => this.flushBacklog(s))
-      return
-    }
+    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) { this.defer(s, [fn]); return }
     this.hold(s, fn)
   }
 
@@ -59,9 +54,20 @@ export class Dispatcher {
    */
   enter(s: Lockable): boolean {
     if (this.holding !== -1 || s.backlog) return false
-    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) return false
+    if (this.lock.acquire(s.lockIdx) === LOCK_FAILED) {
+      // Start the backlog here, so the caller's `locked` queues without a second bounded spin.
+      this.defer(s, [])
+      return false
+    }
     this.holding = s.lockIdx
     return true
+  }
+
+  /** The lock is held by someone else: queue `work` on the socket, retry next loop turn (S1). */
+  private defer(s: Lockable, work: (() => void)[]): void {
+    s.backlog = work
+    s.onBacklog?.(true)
+    setImmediate(() => this.flushBacklog(s))
   }
 
   exit(s: Lockable): void {

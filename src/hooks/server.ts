@@ -2,18 +2,27 @@
 // incarnations. One slot for its whole life (its id is stable; FINAL there is final for every
 // incarnation), one SsSocket per incarnation.
 //
-// F2: established then dropped by the peer/network → connectionDrop → failover (default:
-// reconnect to the same target after backoff; may reselect a target or give up). A connect that
-// never established (refused, unreachable, connect timeout, ready timeout) → retry(attempt, err)
-// (default: exponential backoff with jitter, capped, optional max attempts → dead).
-// F1: FINAL or STOPPING is checked under the lock before failover/retry run, inside `arm` before a
-// reconnect is scheduled, and again right before connect — a stop can never be followed by a
-// reconnect (Tempesta #107, #270). `reconnectsAfterStop` counts any that slipped through.
+//            create                      startConnect                 established
+//   (new) ──────────▶ queued ──admission──▶ connecting ───────────────▶ open
+//                      ▲  │                    │ connectFailed            │ dropped, hook error
+//                      │  └─ gate down ─▶ parked (no timer)              │   (failover)
+//                      │     gate opened ◀─┘   ▼ retry                    ▼
+//                      └──── due ◀────────── waiting (reconnect heap) ◀───┘
+//   retry → false, failover declines, maxAttempts rounds ─▶ dead (slot kept: the id answers
+//                                                                until closed)
+//   intentional close (sock.close, ctx/engine.close, stop) in any state ─▶ final ─▶ finished
+//                                                  (slot freed once no incarnation is left)
 //
-// Storm control (Icinga #6517, Tempesta #2588/#2599): no per-connection reconnect timers — one
-// min-heap and one timer per shard; connects in flight are bounded per shard (admission control:
-// due connects wait in a FIFO, never dropped), so 10,000 simultaneous reconnects become a steady
-// stream the loop can finish instead of a burst of self-inflicted timeouts.
+// Each transition is one small function (to*); `state` is assigned only there, and `final` only
+// in toFinal. F2: established then dropped → connectionDrop → failover; a connect that never
+// became usable → retry(attempt, err). F1: FINAL or STOPPING is checked under the lock before
+// failover/retry run, inside `arm` before a reconnect is scheduled, and again right before
+// connect — a stop can never be followed by a reconnect (Tempesta #107, #270).
+// `reconnectsAfterStop` counts any that slipped through.
+//
+// Storm control (Icinga #6517, Tempesta #2588/#2599): no per-connection reconnect timers (one
+// heap and one timer per shard: reconnect.ts); connects in flight are bounded per shard
+// (admission control: due connects wait in a FIFO, never dropped); target gates (gate.ts).
 
 import { connect as netConnect } from 'node:net'
 import {
@@ -23,34 +32,41 @@ import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '.
 import { SyncsockError } from '../ss/errors.ts'
 import { backoffDelay, type NormalizedConnect } from './retry.ts'
 import { HOOK_FAILED, type Lockable } from './dispatch.ts'
-import { Gates, type Gate } from './gate.ts'
-import type { DropReason, FailoverDecision, Protocol, Target } from './types.ts'
+import { GatePolicy, type GateMember, type Gate } from './gate.ts'
+import { ReconnectTimer, type Scheduled } from './reconnect.ts'
+import type { FailoverDecision, FailoverReason, Protocol, Target } from './types.ts'
 
 type ConnState = 'queued' | 'connecting' | 'open' | 'waiting' | 'parked' | 'dead' | 'final'
 
-export class ServerConn implements Lockable, IncarnationOwner {
+export class ServerConn implements Lockable, IncarnationOwner, GateMember, Scheduled {
+  // ---- connection lifetime: from create to finish (DESIGN §4b) ----
   readonly id: number
   readonly lockIdx: number
   backlog: (() => void)[] | null = null
   readonly proto: Protocol
   readonly cfg: NormalizedConnect
+  /** where the next incarnation connects (a failover/retry may reselect it) */
   target: Target
-  state: ConnState = 'queued'
+  private state: ConnState = 'queued'
+  /** the incarnation up or connecting, or null between incarnations */
   current: SsSocket | null = null
   /** failed connects in a row since the last incarnation that became ready (retry's `attempt`) */
   attempt = 0
   /** drops in a row of incarnations that lived less than resetAfterMs (flapping) */
   flaps = 0
   prevDelay = 0
-  establishedAt = 0
-  /** the current incarnation has been counted as ready (connected) */
-  readyCounted = false
   downSince = 0
   everUp = false
+  /** reconnect heap bookkeeping (reconnect.ts), valid while waiting */
   dueAt = 0
   heapIdx = -1
   /** the gate this connection is parked in (gate.ts), or null */
   parkedIn: Gate | null = null
+  private finished = false
+  // ---- incarnation lifetime: reset when an incarnation starts ----
+  establishedAt = 0
+  /** the current incarnation has been counted as ready (connected) */
+  readyCounted = false
   private connectTimer: NodeJS.Timeout | null = null
   /** this incarnation holds one of the shard's connect slots (admission), given back exactly once */
   private admitted = false
@@ -65,7 +81,32 @@ export class ServerConn implements Lockable, IncarnationOwner {
     this.target = cfg.target
   }
 
+  /** An intentional close happened, here or by a foreign request recorded in the slot (F1). */
   get final(): boolean { return this.state === 'final' || (this.mgr.svc.slots.flags(this.id) & F_FINAL) !== 0 }
+  get isDead(): boolean { return this.state === 'dead' }
+  get isParked(): boolean { return this.state === 'parked' }
+  get isQueued(): boolean { return this.state === 'queued' }
+  get isWaiting(): boolean { return this.state === 'waiting' }
+
+  // ---------------- transitions ----------------
+
+  /** Due: waiting for a connect slot (admission control). */
+  toQueued(): void {
+    this.state = 'queued'
+    this.mgr.svc.slots.setState(this.id, ST_CONNECTING)
+  }
+
+  /** Its target's gate is down and another connection probes it: wait, no timer. */
+  toParked(): void {
+    this.state = 'parked'
+    this.mgr.svc.slots.setState(this.id, ST_WAITING)
+  }
+
+  /** Between incarnations, in the reconnect heap. */
+  private toWaiting(): void {
+    this.state = 'waiting'
+    this.mgr.svc.slots.setState(this.id, ST_WAITING)
+  }
 
   /** Start one incarnation's connect (admission already granted). */
   startConnect(): void {
@@ -76,6 +117,10 @@ export class ServerConn implements Lockable, IncarnationOwner {
     svc.counters.add(C.connectAttempts)
     if (this.everUp) svc.counters.add(C.reconnects)
     if (this.mgr.stopping()) svc.counters.add(C.reconnectsAfterStop) // F1 tripwire: must stay 0
+    // A new incarnation starts clean: LINKED, HIGH_WATER and a pending unlink were about the last
+    // one (hardening bug 1: its high water refused every send to this one).
+    svc.slots.beginIncarnation(this.id)
+    this.readyCounted = false
     const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true })
     const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this)
     this.current = sock
@@ -90,16 +135,7 @@ export class ServerConn implements Lockable, IncarnationOwner {
     }, this.cfg.connectTimeoutMs)
   }
 
-  /**
-   * The connect attempt is over (established, failed, or the incarnation closed while still
-   * connecting): stop its timer and give its admission back, once. Without the last case a close
-   * or stop during connect leaked an in-flight slot and left the timer holding the shard alive.
-   */
-  private releaseAdmission(): void {
-    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
-    if (this.admitted) { this.admitted = false; this.mgr.connectDone() }
-  }
-
+  /** The incarnation's TCP connect completed. */
   established(s: SsSocket): void {
     this.releaseAdmission()
     const svc = this.mgr.svc
@@ -116,7 +152,6 @@ export class ServerConn implements Lockable, IncarnationOwner {
     }
     this.state = 'open'
     this.establishedAt = Date.now()
-    this.readyCounted = false
     // With a ready deadline the connection counts as up only once its first bytes arrive.
     if (this.cfg.readyTimeoutMs > 0) this.mgr.liveness.watchReady(s, this.cfg.readyTimeoutMs)
     else this.ready(s)
@@ -136,11 +171,14 @@ export class ServerConn implements Lockable, IncarnationOwner {
     this.downSince = 0
     this.everUp = true
     this.attempt = 0
-    this.mgr.gateOpened(this)
+    this.mgr.gates.opened(this)
   }
 
-  /** Under the lock, after connectionDrop (F2: established then dropped → failover). */
-  dropped(s: SsSocket, reason: DropReason): void {
+  /**
+   * Under the lock, after the incarnation's data was released: it was dropped by the peer or the
+   * network, or a hook of it threw ('hook-error'). F2: failover.
+   */
+  dropped(s: SsSocket, reason: FailoverReason): void {
     const svc = this.mgr.svc
     this.mgr.liveness.remove(this)
     if (this.final || this.mgr.stopping()) return
@@ -159,17 +197,20 @@ export class ServerConn implements Lockable, IncarnationOwner {
     else this.flaps++
     let d: FailoverDecision = { reconnect: true }
     if (typeof this.proto.failover === 'function') {
+      // A throwing failover is reported; its default applies (it must not end the connection).
       const v = s.hook('failover', reason)
       if (v === HOOK_FAILED || v === undefined || v === true) d = { reconnect: true }
       else if (v === false) d = { reconnect: false }
       else d = v as FailoverDecision
     }
+    if (this.final) return // the hook closed the connection (ctx.close(sock.id)): nothing to decide
     if (!d.reconnect) { this.giveUp(new SyncsockError('ERR_SS_CLOSED', `failover gave up after ${reason}`)); return }
     if (d.target) this.target = d.target
     const delay = d.delayMs ?? this.nextDelay(this.flaps + 1)
     this.mgr.arm(this, delay)
   }
 
+  /** The incarnation's connect failed (refused, unreachable, timeout). */
   connectFailed(s: SsSocket, error: Error): void {
     this.releaseAdmission()
     const svc = this.mgr.svc
@@ -190,18 +231,17 @@ export class ServerConn implements Lockable, IncarnationOwner {
     if (this.final || this.mgr.stopping()) return
     if (!this.downSince) this.downSince = Date.now()
     this.attempt++
-    const g = this.mgr.gates.of(this)
-    // This failure is a probe round if it is the probe's, or the first since the target was up.
-    if (g.probe === this || !g.down) g.rounds++
-    g.down = true
+    const g = this.mgr.gates.failed(this)
     // maxAttempts rounds in a row: the target is dead, with every connection waiting on it.
-    if (g.rounds >= this.cfg.retry.maxAttempts) { this.mgr.gateDead(g, this, error); return }
+    if (g.rounds >= this.cfg.retry.maxAttempts) { this.mgr.gates.dead(g, this, error); return }
     // Backoff grows with the target's rounds too: with the probe role rotating, each
     // connection's own count stays low while the target stays down.
     let delay = this.nextDelay(Math.max(this.attempt, g.rounds))
     let target: Target | undefined
     if (typeof this.proto.retry === 'function') {
+      // A throwing retry is reported; the default backoff applies.
       const v = s.hook('retry', this.attempt, error)
+      if (this.final) return // the hook closed the connection: nothing to schedule
       if (v === false) { this.giveUp(error); return }
       if (typeof v === 'number' && Number.isFinite(v) && v >= 0) delay = v
       else if (v !== null && typeof v === 'object') {
@@ -212,12 +252,12 @@ export class ServerConn implements Lockable, IncarnationOwner {
     }
     this.mgr.svc.counters.add(C.retries) // a retry that will be scheduled, not a give-up
     if (target && (target.host !== this.target.host || target.port !== this.target.port)) {
-      this.mgr.gateLeave(g, this, delay) // reselect: this connection now waits on another gate
+      this.mgr.gates.leave(this, delay) // reselect: this connection now waits on another gate
       this.target = target
       this.mgr.arm(this, delay)
       return
     }
-    this.mgr.gateFailed(g, this, delay)
+    this.mgr.gates.retryAfter(g, this, delay)
   }
 
   private nextDelay(n: number): number {
@@ -226,41 +266,56 @@ export class ServerConn implements Lockable, IncarnationOwner {
     return d
   }
 
+  /** Schedule the next incarnation (called by the manager's arm). */
+  scheduled(): void { this.toWaiting() }
+
+  /**
+   * Give up: the connection is dead and reported; its slot stays (the id answers until it is
+   * closed). Never over a final connection: a hook that closed it decided first (issue #8: a
+   * ctx.close inside failover/retry was overwritten here and leaked the slot).
+   */
   giveUp(error: Error): void {
+    if (this.final || this.state === 'dead') return
     // Leaving its gate hands the probe role on, so connections parked behind a probe that
     // died (failover declined, retry said no) are not orphaned.
-    this.mgr.gateLeave(this.mgr.gates.of(this), this, this.cfg.retry.baseMs)
+    this.mgr.gates.leave(this, this.cfg.retry.baseMs)
     this.state = 'dead'
     this.mgr.svc.slots.setState(this.id, ST_DEAD)
     this.mgr.svc.counters.add(C.deadConnections)
     this.mgr.report('dead', { id: this.id, host: this.target.host, port: this.target.port, attempts: this.attempt, error: error.message })
   }
 
-  finalized(_s: SsSocket): void {
+  /** Intentional close (F1), in one place: FINAL in the slot, out of every schedule. */
+  private toFinal(): void {
+    if (this.state === 'final') return
     this.state = 'final'
     this.mgr.svc.slots.setFlags(this.id, F_FINAL)
     this.mgr.liveness.remove(this)
     this.mgr.disarm(this)
+    this.mgr.gates.leave(this, this.cfg.retry.baseMs)
   }
 
-  released(s: SsSocket): void {
-    if (this.current === s) { this.releaseAdmission(); this.current = null }
-    if (this.state === 'final') this.finish()
-    else if (this.state === 'open' || this.state === 'connecting') this.state = 'waiting'
-  }
+  /** The current incarnation was closed on purpose: final for the connection too (F1). */
+  finalized(_s: SsSocket): void { this.toFinal() }
 
-  /** Intentional close with no incarnation up (waiting, queued or dead): stop for good. */
+  /** Intentional close with no incarnation up (waiting, queued, parked or dead): stop for good. */
   closeIdle(): void {
-    this.mgr.unpark(this)
-    this.state = 'final'
-    this.mgr.svc.slots.setFlags(this.id, F_FINAL)
-    this.mgr.disarm(this)
-    this.mgr.svc.counters.add(C.closed)
+    if (this.state !== 'final') {
+      this.toFinal()
+      this.mgr.svc.counters.add(C.closed)
+    }
     this.finish()
   }
 
-  private finished = false
-  /** Free the slot once: the connection is over. */
+  /** The incarnation's socket is gone (after its queued work ran: socket.ts). */
+  released(s: SsSocket): void {
+    if (this.current === s) { this.releaseAdmission(); this.current = null }
+    // Final already, or a foreign close is recorded in the slot and not yet applied: it is over.
+    if (this.final) this.closeIdle()
+    else if (this.state === 'open' || this.state === 'connecting') this.toWaiting()
+  }
+
+  /** Free the slot once: the connection is over (final, and no incarnation left). */
   finish(): void {
     if (this.finished || this.current) return
     this.finished = true
@@ -268,8 +323,15 @@ export class ServerConn implements Lockable, IncarnationOwner {
     this.mgr.forget(this)
   }
 
-  setWaitingState(): void { this.mgr.svc.slots.setState(this.id, ST_WAITING) }
-  setConnectingState(): void { this.mgr.svc.slots.setState(this.id, ST_CONNECTING) }
+  /**
+   * The connect attempt is over (established, failed, or the incarnation closed while still
+   * connecting): stop its timer and give its admission back, once. Without the last case a close
+   * or stop during connect leaked an in-flight slot and left the timer holding the shard alive.
+   */
+  private releaseAdmission(): void {
+    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+    if (this.admitted) { this.admitted = false; this.mgr.connectDone() }
+  }
 }
 
 export interface ConnServices extends ShardServices {
@@ -290,25 +352,20 @@ export interface LivenessHooks {
  * rest of a refill waits for the next turn (setImmediate), after the loop has served its I/O.
  */
 export const CONNECTS_PER_TURN = 64
-/** Due reconnects moved from the heap into admission per timer callback (a 5,000-entry pop took 36 ms). */
-export const DUE_PER_TURN = 512
 
-/** Per-shard owner of all server connections: batched reconnect timer + admission control. */
+/** Per-shard owner of all server connections: the reconnect schedule, admission control, gates. */
 export class ConnManager {
   readonly svc: ConnServices
   readonly conns = new Map<number, ServerConn>() // by slot index
   liveness: LivenessHooks
+  readonly gates: GatePolicy<ServerConn>
   private readonly i32: Int32Array
   private readonly maxInFlight: number
   private inFlight = 0
   private readonly pending: ServerConn[] = [] // due, waiting for admission (FIFO)
   private pendingHead = 0
-  private readonly heap: ServerConn[] = [] // waiting for their due time
-  private timer: NodeJS.Timeout | null = null
-  private timerAt = 0
+  private readonly schedule: ReconnectTimer<ServerConn>
   private shut = false
-  readonly gates = new Gates()
-  private parkedCount = 0
   private turnStarts = 0 // connects started in this loop turn (CONNECTS_PER_TURN)
   private turnImmediate: NodeJS.Immediate | null = null
 
@@ -317,6 +374,15 @@ export class ConnManager {
     this.i32 = new Int32Array(sab)
     this.maxInFlight = maxInFlight
     this.liveness = liveness
+    this.gates = new GatePolicy<ServerConn>({
+      admit: (c) => this.admit(c),
+      arm: (c, ms) => this.arm(c, ms),
+      parkedChanged: (n) => this.svc.counters.set(C.parked, n),
+    })
+    // F1 again, under the connection's lock, right before it may connect.
+    this.schedule = new ReconnectTimer<ServerConn>((c) => this.svc.dispatcher.locked(c, () => {
+      if (!c.final && !this.stopping() && c.isWaiting) this.gates.due(c)
+    }))
   }
 
   stopping(): boolean { return this.shut || Atomics.load(this.i32, H_STOPPING) !== 0 }
@@ -330,103 +396,25 @@ export class ConnManager {
     const c = new ServerConn(this, id, proto, cfg)
     this.conns.set(idSlot(id), c)
     this.svc.counters.add(C.serverConns)
-    this.due(c)
+    this.gates.due(c)
     return id
-  }
-
-  /** A connection may connect now: unless its target's gate is down with another probe out. */
-  private due(c: ServerConn): void {
-    const g = this.gates.of(c)
-    if (g.down) {
-      const p = g.probe
-      if (p && p !== c && !p.final && p.state !== 'dead') { this.park(g, c); return }
-      g.probe = c
-    }
-    this.admit(c)
-  }
-
-  private park(g: Gate, c: ServerConn): void {
-    c.state = 'parked'
-    c.setWaitingState()
-    if (!c.parkedIn) { this.parkedCount++; this.svc.counters.set(C.parked, this.parkedCount) }
-    c.parkedIn = g
-    g.push(c)
-  }
-
-  /** c leaves whatever gate it was parked in (promoted, released, dead or closed). */
-  unpark(c: ServerConn): void {
-    if (!c.parkedIn) return
-    c.parkedIn = null
-    this.parkedCount--
-    this.svc.counters.set(C.parked, this.parkedCount)
-  }
-
-  /** The probe (or the first of a wave) failed: rotate the probe role, park the rest. */
-  gateFailed(g: Gate, c: ServerConn, delayMs: number): void {
-    if (g.probe !== null && g.probe !== c) { this.park(g, c); return }
-    const next = g.take()
-    if (next) {
-      this.unpark(next)
-      this.park(g, c)
-      g.probe = next
-      this.arm(next, delayMs)
-    } else {
-      g.probe = c
-      this.arm(c, delayMs)
-    }
-  }
-
-  /** c stops waiting on g (gave up, closed, or reselected): hand the probe role on. */
-  gateLeave(g: Gate, c: ServerConn, delayMs: number): void {
-    this.unpark(c)
-    if (g.probe !== c) return
-    g.probe = null
-    const next = g.take()
-    if (next) { this.unpark(next); g.probe = next; this.arm(next, delayMs) }
-  }
-
-  /** A connection to c's target became ready: open its gate and release everyone parked there. */
-  gateOpened(c: ServerConn): void {
-    const g = this.gates.of(c)
-    if (!g.down) return
-    g.down = false
-    g.rounds = 0
-    g.probe = null
-    for (const p of g.takeAll()) {
-      this.unpark(p)
-      if (!p.final && p.state === 'parked') this.admit(p)
-    }
-  }
-
-  /** maxAttempts rounds failed: the target is dead for this spec — one verdict for all waiting. */
-  gateDead(g: Gate, c: ServerConn, error: Error): void {
-    const waiting = g.takeAll()
-    g.down = false
-    g.rounds = 0
-    g.probe = null
-    c.giveUp(error)
-    for (const p of waiting) if (p !== c && p.state === 'parked') p.giveUp(error)
   }
 
   /** Arm a reconnect (F1: refused for good once stopping or final — checked here, not only in clear). */
   arm(c: ServerConn, delayMs: number): void {
-    if (this.stopping() || c.final || c.state === 'dead') return
-    c.state = 'waiting'
-    c.setWaitingState()
-    c.dueAt = Date.now() + Math.max(0, delayMs)
-    this.heapPush(c)
-    this.reschedule()
+    if (this.stopping() || c.final || c.isDead) return
+    c.scheduled()
+    this.schedule.push(c, delayMs)
   }
 
   disarm(c: ServerConn): void {
-    if (c.heapIdx >= 0) this.heapRemove(c)
+    this.schedule.remove(c)
     // queued entries are skipped when their state is no longer 'queued'
   }
 
   private admit(c: ServerConn): void {
     if (this.stopping() || c.final) return
-    c.state = 'queued'
-    c.setConnectingState()
+    c.toQueued()
     // Straight in only when nobody queues ahead (FIFO) and this turn still has room.
     if (this.inFlight < this.maxInFlight && this.pendingHead === this.pending.length && this.takeTurnSlot()) {
       this.inFlight++; this.updateGauges(); c.startConnect(); return
@@ -456,7 +444,7 @@ export class ConnManager {
   private pump(): void {
     while (this.inFlight < this.maxInFlight && this.pendingHead < this.pending.length) {
       const c = this.pending[this.pendingHead]
-      if (c.state !== 'queued' || c.final || this.stopping()) { this.pendingHead++; continue }
+      if (!c.isQueued || c.final || this.stopping()) { this.pendingHead++; continue }
       if (!this.takeTurnSlot()) break // the booked setImmediate pumps again
       this.pendingHead++
       this.inFlight++
@@ -474,35 +462,10 @@ export class ConnManager {
     this.svc.counters.set(C.pendingConnects, this.pending.length - this.pendingHead)
   }
 
-  private onTimer = (): void => {
-    this.timer = null
-    const now = Date.now()
-    let budget = DUE_PER_TURN // the rest are still due: reschedule() fires again at once
-    while (this.heap.length > 0 && this.heap[0].dueAt <= now && budget-- > 0) {
-      const c = this.heapPop()
-      // F1 again, under the connection's lock, right before it may connect.
-      this.svc.dispatcher.locked(c, () => { if (!c.final && !this.stopping() && c.state === 'waiting') this.due(c) })
-    }
-    this.reschedule()
-  }
-
-  private reschedule(): void {
-    if (this.shut || this.heap.length === 0) {
-      if (this.timer) { clearTimeout(this.timer); this.timer = null }
-      return
-    }
-    const at = this.heap[0].dueAt
-    if (this.timer && this.timerAt <= at) return
-    if (this.timer) clearTimeout(this.timer)
-    this.timerAt = at
-    this.timer = setTimeout(this.onTimer, Math.max(0, at - Date.now()))
-  }
-
   /** The connection is over: free its slot. */
   forget(c: ServerConn): void {
     this.disarm(c)
-    const g = this.gates.of(c)
-    if (g.probe === c || c.parkedIn) this.gateLeave(g, c, c.cfg.retry.baseMs)
+    this.gates.leave(c, c.cfg.retry.baseMs)
     const slot = idSlot(c.id)
     if (this.conns.get(slot) === c) {
       this.conns.delete(slot)
@@ -514,14 +477,13 @@ export class ConnManager {
   /** Stop (§6b.3): every connection FINAL, reconnect timer shut down so it can never re-arm. */
   shutdown(closeIncarnation: (s: SsSocket) => void): void {
     this.shut = true
-    if (this.timer) { clearTimeout(this.timer); this.timer = null }
+    this.schedule.shutdown()
     if (this.turnImmediate) { clearImmediate(this.turnImmediate); this.turnImmediate = null }
-    this.heap.length = 0
     this.gates.clear()
     this.pending.length = 0
     this.pendingHead = 0
     for (const c of [...this.conns.values()]) {
-      c.heapIdx = -1
+      c.parkedIn = null
       this.svc.dispatcher.locked(c, () => {
         const s = c.current
         if (s && s.phase !== 'closed') closeIncarnation(s)
@@ -530,52 +492,4 @@ export class ConnManager {
     }
     this.updateGauges()
   }
-
-  // ---- min-heap by dueAt ----
-  private heapPush(c: ServerConn): void {
-    if (c.heapIdx >= 0) this.heapRemove(c)
-    c.heapIdx = this.heap.length
-    this.heap.push(c)
-    this.siftUp(c.heapIdx)
-  }
-  private heapPop(): ServerConn {
-    const top = this.heap[0]
-    this.heapRemove(top)
-    return top
-  }
-  private heapRemove(c: ServerConn): void {
-    const i = c.heapIdx
-    const last = this.heap.pop()!
-    c.heapIdx = -1
-    if (last !== c) {
-      this.heap[i] = last
-      last.heapIdx = i
-      this.siftDown(i)
-      this.siftUp(i)
-    }
-  }
-  private siftUp(i: number): void {
-    const h = this.heap
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      if (h[p].dueAt <= h[i].dueAt) break
-      ;[h[p], h[i]] = [h[i], h[p]]
-      h[p].heapIdx = p; h[i].heapIdx = i
-      i = p
-    }
-  }
-  private siftDown(i: number): void {
-    const h = this.heap
-    for (;;) {
-      const l = 2 * i + 1, r = l + 1
-      let m = i
-      if (l < h.length && h[l].dueAt < h[m].dueAt) m = l
-      if (r < h.length && h[r].dueAt < h[m].dueAt) m = r
-      if (m === i) return
-      ;[h[m], h[i]] = [h[i], h[m]]
-      h[m].heapIdx = m; h[i].heapIdx = i
-      i = m
-    }
-  }
 }
-

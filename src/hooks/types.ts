@@ -22,8 +22,15 @@
 import type { SyncsockError } from '../ss/errors.ts'
 
 export type DropReason = 'fin' | 'reset' | 'error' | 'send-timeout' | 'liveness' | 'ready-timeout'
+/** Why failover runs: the incarnation was dropped, or a hook of it threw ('hook-error'). */
+export type FailoverReason = DropReason | 'hook-error'
 export type CloseCause = 'local' | 'foreign' | 'unlink' | 'shutdown' | 'hook-error'
 export type CloseMode = 'graceful' | 'abort'
+/**
+ * The one close signature of engine.close(id, m), ctx.close(id, m) and sock.close(m): nothing
+ * (graceful), the mode, or `{ mode }` (DESIGN §3). Anything else throws ERR_SS_BAD_OPTION.
+ */
+export type CloseModeArg = CloseMode | { mode?: CloseMode }
 export type SocketKind = 'client' | 'server'
 
 /**
@@ -35,10 +42,10 @@ export type SendStatus = 'ok' | 'high-water' | 'ERR_SS_CLOSED' | 'ERR_SS_QUEUE_F
 /** engine.send / ctx.send answer: accepted ('ok') or refused with a stable code. Never blocks. */
 export type RemoteSendStatus =
   | 'ok' | 'ERR_SS_RING_FULL' | 'ERR_SS_STALE' | 'ERR_SS_CLOSED' | 'ERR_SS_STOPPED'
-  | 'ERR_SS_TOO_BIG' | 'ERR_SS_BACKPRESSURE' | 'ERR_SS_NOT_CONNECTED'
+  | 'ERR_SS_TOO_BIG' | 'ERR_SS_BACKPRESSURE' | 'ERR_SS_NOT_CONNECTED' | 'ERR_SS_SHARD_DIED'
 
 /** engine.close / engine.unlink answer. */
-export type RequestStatus = 'ok' | 'ERR_SS_STALE' | 'ERR_SS_CLOSED'
+export type RequestStatus = 'ok' | 'ERR_SS_STALE' | 'ERR_SS_CLOSED' | 'ERR_SS_SHARD_DIED'
 
 export interface Target { host: string; port: number }
 
@@ -59,10 +66,12 @@ export interface SocketTimer { cancel(): void }
 export interface ShardContext {
   readonly shard: number
   readonly shards: number
+  /** Engine.start's `config` (a structured clone: each shard has its own copy; SharedArrayBuffers stay shared) */
+  readonly config: unknown
   /** Cross-shard (or local) send by socket id: the same rules as engine.send. */
   send(id: number, bytes: Uint8Array): RemoteSendStatus
   /** Intentional, final close of any socket by id (Q1: never lost). */
-  close(id: number, mode?: CloseMode): RequestStatus
+  close(id: number, mode?: CloseModeArg): RequestStatus
   /** Detach user data of any socket by id. */
   unlink(id: number): RequestStatus
   /** Shard-local persistent server connection; its incarnations run `protocol`'s hooks here. */
@@ -90,7 +99,7 @@ export interface SsSocketApi {
   link(data: unknown): void
   unlink(): unknown
   send(bytes: Uint8Array): SendStatus
-  close(mode?: CloseMode): void
+  close(mode?: CloseModeArg): void
   pause(): void
   resume(): void
 }
@@ -103,7 +112,7 @@ export interface Protocol {
   connectionIdle?(sock: SsSocketApi): void
   connectionDrop?(sock: SsSocketApi, reason: DropReason): void
   connectionClose?(sock: SsSocketApi, cause: CloseCause): void
-  failover?(sock: SsSocketApi, reason: DropReason): FailoverDecision | boolean | void
+  failover?(sock: SsSocketApi, reason: FailoverReason): FailoverDecision | boolean | void
   retry?(sock: SsSocketApi, attempt: number, error: SyncsockError | Error): RetryDecision | void
 }
 

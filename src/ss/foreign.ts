@@ -22,7 +22,8 @@ import { SlotView, flagsOf } from './slots.ts'
 import { CallbackLock, LOCK_FAILED } from './lock.ts'
 import type { CounterBlock } from './counters.ts'
 import { SyncsockError } from './errors.ts'
-import type { CloseMode, RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
+import { closeModeOf, shown, type CloseModeArg } from './options.ts'
+import type { RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
 
 export const OP_SEND = 1
 export const MSG_MORE = 1 // flag: the message continues in the next record
@@ -60,7 +61,7 @@ export class ForeignOps {
 
   check(id: unknown): asserts id is number {
     if (!this.slots.wellFormed(id)) {
-      throw new SyncsockError('ERR_SS_BAD_OPTION', `not a socket id of this engine: ${String(id)}`)
+      throw new SyncsockError('ERR_SS_BAD_OPTION', `not a socket id of this engine: ${shown(id)}`)
     }
   }
 
@@ -97,6 +98,9 @@ export class ForeignOps {
 
   private refusal(id: number): RemoteSendStatus {
     if (this.stopping()) return 'ERR_SS_STOPPED'
+    // A dead shard's ring is read by nobody until a replacement resets the table: refuse rather
+    // than accept bytes that would be lost (S2; hardening bug 10).
+    if (!this.slots.ownerAlive(id)) return 'ERR_SS_SHARD_DIED'
     const w = this.slots.word(id)
     if (!this.slots.live(id)) return 'ERR_SS_STALE'
     const f = flagsOf(w)
@@ -106,10 +110,9 @@ export class ForeignOps {
     return 'ok'
   }
 
-  close(id: number, mode: CloseMode = 'graceful'): RequestStatus {
-    if (mode !== 'graceful' && mode !== 'abort') {
-      throw new SyncsockError('ERR_SS_BAD_OPTION', `close mode must be 'graceful' or 'abort'; got ${String(mode)}`)
-    }
+  /** Intentional, final close by id: the one close signature (ss/options.ts closeModeOf). */
+  close(id: number, how?: CloseModeArg): RequestStatus {
+    const mode = closeModeOf(how, 'close')
     return this.request(id, F_FINAL | (mode === 'abort' ? F_REQ_ABORT : F_REQ_CLOSE))
   }
 
@@ -129,10 +132,24 @@ export class ForeignOps {
     } finally {
       if (got !== LOCK_FAILED) this.lock.release(lockIdx)
     }
-    if (before < 0) return 'ERR_SS_STALE'
+    // Stale: the incarnation is gone, or its shard died and the engine sealed the table (a CAS
+    // that lands before the seal is seen by it, so 'ok' is never lost: hardening bug 3). While
+    // the owner is dead (until a replacement is up, or for good without restarts) say so.
+    if (before < 0) return this.slots.ownerAlive(id) ? 'ERR_SS_STALE' : 'ERR_SS_SHARD_DIED'
     if ((bits & F_FINAL) && (before & F_FINAL)) return 'ERR_SS_CLOSED'
     this.slots.markRequest(id)
     this.bells[idShard(id) + 1]?.ring()
     return 'ok'
   }
 }
+
+// ---- the consumer side of the encoding above (the owner shard's Inbox reads records with it) ----
+
+/** The record's op (OP_SEND; other values are skipped by the consumer). */
+export function recordOp(dv: DataView, off: number): number { return dv.getUint32(off, true) & 0xff }
+/** The message continues in the next record (a fragment). */
+export function recordMore(dv: DataView, off: number): boolean { return ((dv.getUint32(off, true) >>> 8) & MSG_MORE) !== 0 }
+/** The socket id the record is for. */
+export function recordId(dv: DataView, off: number): number { return dv.getFloat64(off + 8, true) }
+/** The payload of a record of `len` bytes at `off`: a view into the ring, valid until the drain publishes its head. */
+export function recordPayload(u8: Uint8Array, off: number, len: number): Uint8Array { return u8.subarray(off + MSG_HDR, off + len) }

@@ -17,11 +17,13 @@ import {
   ST_CONNECTING, ST_ESTABLISHED, ST_CLOSING,
 } from './layout.ts'
 import type { CounterBlock } from './counters.ts'
+import type { Watchdog } from './watchdog.ts'
 import type { SlotTable } from './slots.ts'
 import { SyncsockError } from './errors.ts'
+import { closeModeOf, type CloseModeArg } from './options.ts'
 import type { Dispatcher, HookFailure, Lockable } from '../hooks/dispatch.ts'
 import type {
-  CloseCause, CloseMode, DropReason, HookName, Protocol, SendStatus, ShardContext, SocketKind,
+  CloseCause, CloseMode, DropReason, FailoverReason, HookName, Protocol, SendStatus, ShardContext, SocketKind,
   SsSocketApi,
 } from '../hooks/types.ts'
 
@@ -44,10 +46,8 @@ export interface ShardServices {
   readonly counters: CounterBlock
   readonly ctx: ShardContext
   readonly limits: SocketLimits
-  /** register a socket with unsent bytes for the send-timeout scan (S3, Kuma #5373) */
-  watchSend(s: SsSocket): void
-  /** register a closing socket for the close-timeout scan */
-  watchClose(s: SsSocket): void
+  /** the send- and close-timeout scans (S3, Kuma #5373) */
+  readonly watchdog: Watchdog
   hookFailed(s: SsSocket, f: HookFailure): void
   /** the net socket is gone: forget the incarnation (and free its slot unless a conn owns it) */
   released(s: SsSocket): void
@@ -57,7 +57,7 @@ export interface ShardServices {
 export interface IncarnationOwner {
   established(s: SsSocket): void
   /** under the lock, after connectionDrop: decide failover */
-  dropped(s: SsSocket, reason: DropReason): void
+  dropped(s: SsSocket, reason: FailoverReason): void
   connectFailed(s: SsSocket, error: Error): void
   /** first bytes of an established incarnation (readiness) */
   firstData(s: SsSocket): void
@@ -94,9 +94,6 @@ export class SsSocket implements SsSocketApi, Lockable {
   /** intentional close happened (F1) */
   final = false
   owner: IncarnationOwner | null
-  /** send-timeout bookkeeping: bytes written at the last progress, and when */
-  progressBytes = 0
-  progressAt = 0
   timers: Set<NodeJS.Timeout> | null = null
   /** liveness bookkeeping (src/hooks/liveness.ts) */
   probeSentAt = 0
@@ -110,8 +107,6 @@ export class SsSocket implements SsSocketApi, Lockable {
   private wantWritable = false
   /** the error that ended it (connect failures read it) */
   lastError: Error | undefined
-  /** when the close began (phase 'closing'); the close timeout counts from here */
-  closingSince = 0
   /** chunks received so far: liveness and readiness compare it with the count at a probe */
   recvCount = 0
 
@@ -187,7 +182,7 @@ export class SsSocket implements SsSocketApi, Lockable {
     if (bytes.length === 0) return 'ok'
     this.net.write(bytes)
     this.svc.counters.add(C.bytesOut, bytes.length)
-    if (this.net.writableLength > 0) this.svc.watchSend(this)
+    if (this.net.writableLength > 0) this.svc.watchdog.watchSend(this)
     if (this.net.writableLength >= this.svc.limits.highWater) {
       if (!this.wantWritable) {
         this.wantWritable = true
@@ -198,10 +193,9 @@ export class SsSocket implements SsSocketApi, Lockable {
     return 'ok'
   }
 
-  close(mode: CloseMode = 'graceful'): void {
-    if (mode !== 'graceful' && mode !== 'abort') {
-      throw new SyncsockError('ERR_SS_BAD_OPTION', `close mode must be 'graceful' or 'abort'; got ${String(mode)}`)
-    }
+  /** Intentional, final close: 'graceful' (default) or 'abort', or { mode } (ss/options.ts closeModeOf). */
+  close(how?: CloseModeArg): void {
+    const mode = closeModeOf(how, 'sock.close')
     this.svc.dispatcher.locked(this, () => this.finalize('local', mode))
   }
 
@@ -226,10 +220,31 @@ export class SsSocket implements SsSocketApi, Lockable {
     return this.svc.dispatcher.call(this.proto, name, this.onHookFail, this, a, b)
   }
 
+  /**
+   * A hook threw or returned a Promise (reported and counted by the dispatcher). It ends this
+   * INCARNATION, never the connection (hardening bug 2): an accepted socket is closed (cause
+   * 'hook-error'); a server connection's incarnation is aborted and the connection fails over
+   * like after any drop. Exceptions: a throwing release hook (connectionClose/connectionDrop)
+   * already released, and a throwing failover/retry is a connection-level decision the owner
+   * replaces by its default (server.ts).
+   */
   private readonly onHookFail = (f: HookFailure): void => {
     this.svc.hookFailed(this, f)
-    if (f.hook === 'connectionClose' || f.hook === 'connectionDrop') return // release already happened
-    this.finalize('hook-error', 'abort')
+    if (f.hook === 'connectionClose' || f.hook === 'connectionDrop' || f.hook === 'failover' || f.hook === 'retry') return
+    this.hookFailed()
+  }
+
+  /** End this incarnation after a hook error (under the lock). */
+  hookFailed(): void {
+    if (!this.owner) { this.finalize('hook-error', 'abort'); return }
+    if (this.ended || this.final) return
+    this.ended = true
+    this.svc.counters.add(C.closed)
+    this.svc.counters.add(C.closedHookError)
+    if (this.isLinked) this.hook('connectionClose', 'hook-error')
+    this.dropLink()
+    this.endIo('abort')
+    this.owner.dropped(this, 'hook-error')
   }
 
   /** Registered: run connectionNew (it links data). Without the hook, link null so data flows. */
@@ -302,11 +317,10 @@ export class SsSocket implements SsSocketApi, Lockable {
     if (this.phase === 'closed') return
     if (this.phase !== 'closing') {
       this.phase = 'closing'
-      this.closingSince = Date.now()
       this.svc.slots.setState(this.id, ST_CLOSING)
       // A graceful close waits for the flush and the peer's FIN, but not forever: a peer that
       // never closes its end is aborted after closeTimeoutMs by the shard's housekeeping.
-      this.svc.watchClose(this)
+      this.svc.watchdog.watchClose(this)
     }
     if (this.net.connecting) {
       // Never resetAndDestroy a connecting socket: Node defers that until 'connect', so a close
@@ -345,10 +359,20 @@ export class SsSocket implements SsSocketApi, Lockable {
 
   private onEnd = (): void => {
     if (typeof this.proto.connectionEnd === 'function' && this.phase === 'open') {
-      // Half-open: the peer is done sending; we may still write until we close.
-      this.svc.dispatcher.locked(this, () => { if (this.runnable()) this.hook('connectionEnd') })
+      // Half-open: the peer is done sending; we may still write until we close. Only a hook can
+      // close it then: with no hook to see the FIN (unlinked, or a request pending) it is an
+      // ordinary peer end, else the socket and its slot would leak (hardening bug 7).
+      this.svc.dispatcher.locked(this, () => {
+        if (this.runnable()) this.hook('connectionEnd')
+        else this.peerEnded()
+      })
       return
     }
+    this.peerEnded()
+  }
+
+  /** The peer's FIN with nobody to hand it to: a drop ('fin'), then our side ends too. */
+  private peerEnded(): void {
     this.dropped('fin')
     // Nothing left to flush: close outright (the kernel sends our FIN on close) instead of
     // shutdown() and a second trip through the loop; thousands of peers that leave at once
@@ -379,6 +403,13 @@ export class SsSocket implements SsSocketApi, Lockable {
       this.phase = 'closed'
     }
     if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null }
+    // Work queued behind a busy lock (this incarnation's last bytes, its drop) runs before the
+    // slot can be released and handed to another socket: `locked` queues behind the backlog
+    // (hardening bug 4). Uncontended, this runs at once.
+    this.svc.dispatcher.locked(this, this.release)
+  }
+
+  private readonly release = (): void => {
     this.svc.released(this)
     this.owner?.released(this)
   }

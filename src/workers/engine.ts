@@ -5,17 +5,19 @@
 
 import { Worker } from 'node:worker_threads'
 import { EventEmitter } from 'node:events'
-import { availableParallelism } from 'node:os'
-import { pathToFileURL } from 'node:url'
-import { isAbsolute, resolve as resolvePath } from 'node:path'
-import { Layout, H_STOPPING, T_ALIVE, T_EPOCH, F_FINAL } from '../ss/layout.ts'
+import { Layout, C, H_STOPPING, T_ALIVE, T_EPOCH, F_FINAL, ST_DEAD, type CounterName } from '../ss/layout.ts'
+import { sealShard } from '../ss/slots.ts'
 import { Doorbell } from '../ss/ring.ts'
 import { CounterBlock, readCounters, sumCounters, type CounterSnapshot } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
 import { ForeignOps } from '../ss/foreign.ts'
-import { SyncsockError, asCode, badOption, checkInt } from '../ss/errors.ts'
-import type { CloseMode, ConnectOptions, RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
-import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
+import { SyncsockError, asCode } from '../ss/errors.ts'
+import { closeModeOf, type CloseModeArg } from '../ss/options.ts'
+import type { ConnectOptions, RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
+import type { FromShard, ListenSpec, ShardInit, ToShard } from './messages.ts'
+import {
+  type EngineConfig, parseConnectOptions, parseEngineOptions, parseListenOptions, parseStopOptions,
+} from './options.ts'
 
 export interface EngineOptions {
   /** shard count, or 'auto' = os.availableParallelism() */
@@ -39,6 +41,24 @@ export interface EngineOptions {
   maxConnectsInFlight?: number
   /** restart a shard that dies (R1; default true) */
   restartShards?: boolean
+  /** a shard that is not ready in this time is a boot failure: start rejects (default 10 s) */
+  bootTimeoutMs?: number
+  /** crash restarts of one shard allowed within restartWindowMs; then it stays down (default 5) */
+  maxRestarts?: number
+  /** the window maxRestarts counts in, ms (default 60 s) */
+  restartWindowMs?: number
+  /** structured-cloneable; every shard sees a snapshot of it as ctx.config */
+  config?: unknown
+  /** not implemented yet: rejected with ERR_SS_UNSUPPORTED */
+  tasks?: string | URL
+  /** not implemented yet: rejected with ERR_SS_UNSUPPORTED */
+  blocking?: { maxThreads?: number }
+}
+
+/** engine.stop options. */
+export interface StopOptions {
+  /** ms without progress before what is left is aborted (default 5000) */
+  graceMs?: number
 }
 
 export interface ListenOptions {
@@ -65,16 +85,28 @@ export function reusePortSupported(version = process.versions.node): boolean {
   return a > REQUIRED[0] || (a === REQUIRED[0] && b >= REQUIRED[1])
 }
 
+/**
+ * One shard thread's life (DESIGN §4b): boot → ready → running → stopping → exited, or
+ * crash → sealed → (backoff) → a replacement handle on the same index.
+ */
 interface ShardHandle {
   index: number
   worker: Worker
+  /** resolves once the shard loaded its hooks and runs; rejects with ERR_SS_BOOT (or the load error) */
   ready: Promise<void>
+  /** it did become ready (an exit before that is a boot failure, not a crash) */
+  wasReady: boolean
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
   exited: Promise<number>
   dead: boolean
 }
 
 const RPC_TIMEOUT_MS = 30_000
+/** Counters that are levels of a shard's current state: zeroed when that shard dies. */
+const GAUGES = (['active', 'connecting', 'listeners', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns',
+  'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs'] satisfies CounterName[]).map((n) => C[n])
+/** how long a failed engine.connect waits for the connections it abandoned to release their slots */
+const ABANDON_WAIT_MS = 2000
 
 export class Engine extends EventEmitter {
   readonly layout: Layout
@@ -92,6 +124,14 @@ export class Engine extends EventEmitter {
   private nextKey = 1
   private nextConnShard = 0
   private stopPromise: Promise<void> | null = null
+  /** every shard became ready once: Engine.start succeeded (before that, an exit is a boot failure) */
+  private everReady = false
+  /** per shard index: when its recent crash restarts happened (the restart budget's window) */
+  private readonly restarts: number[][] = []
+  /** restarts waiting out their backoff; stop() clears them so no handle is left */
+  private readonly restartTimers = new Set<NodeJS.Timeout>()
+  /** Engine.start options, normalized (workers/options.ts): boot timeout, restart budget, config */
+  private cfg!: EngineConfig
 
   private constructor(layout: Layout, init: Omit<ShardInit, 'shard'>, restart: boolean) {
     super()
@@ -104,49 +144,31 @@ export class Engine extends EventEmitter {
     this.foreign = new ForeignOps(this.sab, layout, 0, this.counters, new CallbackLock(this.sab, layout, 0, this.counters))
   }
 
-  static async start(opts: EngineOptions = {}): Promise<Engine> {
+  static async start(opts?: EngineOptions): Promise<Engine> {
     if (!reusePortSupported()) {
       throw new SyncsockError('ERR_SS_UNSUPPORTED', `syncsock needs Node >= ${REQUIRED.join('.')} for listen({ reusePort }); this is ${process.version}`)
     }
     if (process.platform !== 'linux') throw new SyncsockError('ERR_SS_UNSUPPORTED', 'syncsock needs Linux (SO_REUSEPORT balancing)')
-    if (opts === null || typeof opts !== 'object') badOption('options', 'an object', opts)
-    const shards = opts.shards === undefined || opts.shards === 'auto'
-      ? availableParallelism() : checkInt('shards', opts.shards, 1, 255)
-    const layout = new Layout({
-      shards,
-      slotsPerShard: opts.maxSocketsPerShard ?? 65536,
-      ringBytes: opts.ringBytes,
-    })
-    const limits: ShardLimits = {
-      highWater: checkInt('highWater', opts.highWater ?? 1 << 20, 1024, 2 ** 31),
-      maxQueue: checkInt('maxQueue', opts.maxQueue ?? 16 << 20, 1024, 2 ** 40),
-      sendTimeoutMs: checkInt('sendTimeoutMs', opts.sendTimeoutMs ?? 30_000, 10, 86_400_000),
-      closeTimeoutMs: checkInt('closeTimeoutMs', opts.closeTimeoutMs ?? 10_000, 10, 86_400_000),
-      drainBudget: checkInt('drainBudget', opts.drainBudget ?? 1024, 1, 1 << 20),
-      maxConnectsInFlight: checkInt('maxConnectsInFlight', opts.maxConnectsInFlight ?? 256, 1, 1 << 20),
-    }
-    if (limits.maxQueue < limits.highWater) badOption('maxQueue', `>= highWater (${limits.highWater})`, limits.maxQueue)
-    let hooks: string | null = null
-    if (opts.hooks !== undefined) {
-      if (opts.hooks instanceof URL) hooks = opts.hooks.href
-      else if (typeof opts.hooks === 'string' && opts.hooks.length > 0) {
-        hooks = /^[a-z]+:/.test(opts.hooks) ? opts.hooks
-          : pathToFileURL(isAbsolute(opts.hooks) ? opts.hooks : resolvePath(opts.hooks)).href
-      } else badOption('hooks', 'a module path or URL', opts.hooks)
-    }
+    const cfg = parseEngineOptions(opts)
+    const { shards, hooks, limits } = cfg
+    const layout = new Layout({ shards, slotsPerShard: cfg.maxSocketsPerShard, ringBytes: cfg.ringBytes })
     const sab = layout.create()
-    const engine = new Engine(layout, { sab, hooks, limits }, opts.restartShards ?? true)
+    const engine = new Engine(layout, { sab, hooks, limits, config: cfg.config }, cfg.restartShards)
+    engine.cfg = cfg
     try {
       for (let i = 0; i < shards; i++) engine.spawn(i)
       await Promise.all(engine.shards.map((s) => s.ready))
     } catch (e) {
-      await engine.stop({ graceMs: 100 }).catch(() => {})
+      await engine.abortBoot()
       throw e
     }
+    engine.everReady = true
     return engine
   }
 
   get shardCount(): number { return this.layout.shards }
+  /** The Engine.start options as validated, with their defaults filled in (config is the snapshot the shards see). */
+  get options(): Readonly<EngineConfig> { return this.cfg }
   get stopping(): boolean { return Atomics.load(this.i32, H_STOPPING) !== 0 }
 
   // ---------------- shards ----------------
@@ -159,13 +181,21 @@ export class Engine extends EventEmitter {
     })
     let readyResolve!: () => void, readyReject!: (e: Error) => void
     const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej })
+    ready.catch(() => {}) // a replacement's boot failure is handled in onShardExit, not by a waiter
     const h: ShardHandle = {
-      index, worker, ready, pending: new Map(), dead: false,
+      index, worker, ready, wasReady: false, pending: new Map(), dead: false,
       exited: new Promise((res) => worker.once('exit', res)),
     }
     this.shards[index] = h
+    const module = this.init.hooks ?? '(built-in protocols only)'
+    // A shard that never becomes ready is a boot failure (hardening bug 9: a hooks module whose
+    // top-level await never settles hung Engine.start forever). Bounded by bootTimeoutMs.
+    const bootTimer = setTimeout(() => {
+      readyReject(new SyncsockError('ERR_SS_BOOT', `shard ${index} was not ready within ${this.options.bootTimeoutMs} ms loading hooks module ${module} (a top-level await that never settles?)`))
+      void worker.terminate()
+    }, this.options.bootTimeoutMs)
     worker.on('message', (m: FromShard) => {
-      if (m.t === 'ready') readyResolve()
+      if (m.t === 'ready') { h.wasReady = true; clearTimeout(bootTimer); readyResolve() }
       else if (m.t === 'reply') {
         const p = h.pending.get(m.req)
         if (!p) return
@@ -175,27 +205,42 @@ export class Engine extends EventEmitter {
         else p.reject(new SyncsockError(asCode(m.error.code, 'ERR_SS_LISTEN'), m.error.message))
       } else if (m.t === 'event') {
         if (m.type === 'boot-error') {
-          // The hooks module failed to load or define its protocols: an option problem.
-          readyReject(new SyncsockError(asCode(m.detail.code, 'ERR_SS_BAD_OPTION'), `shard ${index} failed to start: ${m.detail.message}`))
+          // The hooks module threw while loading or defining its protocols: an option problem.
+          clearTimeout(bootTimer)
+          readyReject(new SyncsockError(asCode(m.detail.code, 'ERR_SS_BAD_OPTION'), `shard ${index} failed to start: hooks module ${module}: ${m.detail.message}`))
         }
         this.onShardEvent(m.type, m.detail)
       }
     })
     worker.on('error', (e) => {
-      readyReject(e)
+      clearTimeout(bootTimer)
+      readyReject(new SyncsockError('ERR_SS_BOOT', `shard ${index} failed to start: hooks module ${module}: ${e.message}`, { cause: e }))
       this.onShardEvent('shard-error', { shard: index, message: e.message, stack: e.stack })
     })
-    worker.on('exit', (code) => this.onShardExit(h, code))
+    worker.on('exit', (code) => {
+      clearTimeout(bootTimer)
+      // process.exit() in a hooks module while it loads, or an unsettled top-level await with
+      // nothing left to run: the thread is gone before it was ready.
+      readyReject(new SyncsockError('ERR_SS_BOOT', `shard ${index} exited (code ${code}) before it was ready, loading hooks module ${module}`))
+      this.onShardExit(h, code)
+    })
     return h
   }
 
   private onShardEvent(type: string, detail: Record<string, unknown>): void {
     if (this.listenerCount(type) > 0) this.emit(type, detail)
-    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit') {
+    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit' || type === 'shard-down') {
       process.emitWarning(`${type}: ${JSON.stringify(detail)}`, { code: 'SYNCSOCK' })
     }
   }
 
+  /**
+   * A shard thread is gone. Its slot table is sealed at once (every generation bumped in one CAS
+   * per slot), which decides — atomically against foreign close/unlink — which of its server
+   * connections are still wanted: in use, not FINAL, not dead. A close that landed before the seal
+   * is honoured; one after it answers ERR_SS_SHARD_DIED / ERR_SS_STALE, never 'ok' and lost
+   * (hardening bug 3). Then, within the restart budget, a replacement boots after a backoff.
+   */
   private onShardExit(h: ShardHandle, code: number): void {
     const tid = h.index + 1
     h.dead = true
@@ -206,21 +251,50 @@ export class Engine extends EventEmitter {
     }
     h.pending.clear()
     if (this.stopPromise || this.shards[h.index] !== h) return
-    // R1: the dead thread's locks are broken by the epoch bump; its slots are reset by the
-    // replacement (generations bumped, so stale ids fail cleanly); its listeners reopen.
+    // R1: locks the dead thread held are broken by the epoch bump.
     Atomics.add(this.i32, this.layout.threadBase(tid) + T_EPOCH, 1)
-    // Which of its server connections were still wanted: not intentionally closed (FINAL) before
-    // the crash. Read now, before the replacement resets the slot table.
+    const sealed = new Map(sealShard(this.sab, this.layout, h.index).map((x) => [x.id, x]))
     const wanted = (this.connectSpecs[h.index] ?? []).map((c) => ({
       opts: c.opts,
-      count: c.ids.filter((id) => this.foreign.slots.live(id) && (this.foreign.slots.word(id) & F_FINAL) === 0).length,
+      count: c.ids.filter((id) => {
+        const x = sealed.get(id)
+        return x !== undefined && (x.flags & F_FINAL) === 0 && x.state !== ST_DEAD
+      }).length,
     })).filter((c) => c.count > 0)
     this.connectSpecs[h.index] = []
-    this.onShardEvent('shard-exit', { shard: h.index, code, restarting: this.restart })
-    if (!this.restart) return
-    const nh = this.spawn(h.index)
+    // Its gauges describe sockets that no longer exist (bug 10: stats().active kept them).
+    new CounterBlock(this.sab, this.layout, tid).zero(GAUGES)
+    if (!h.wasReady && !this.everReady) return // Engine.start is failing: it reports the boot error
+    const now = Date.now()
+    const recent = (this.restarts[h.index] ?? []).filter((t) => now - t < this.options.restartWindowMs)
+    const restart = this.restart && recent.length < this.options.maxRestarts
+    this.onShardEvent('shard-exit', { shard: h.index, code, restarting: restart, booted: h.wasReady })
+    if (!restart) {
+      this.counters.add(C.shardsDown)
+      this.onShardEvent('shard-down', {
+        shard: h.index, code, restarts: recent.length, windowMs: this.options.restartWindowMs,
+        reason: this.restart ? 'restart budget exhausted' : 'restartShards is false',
+      })
+      return
+    }
+    recent.push(now)
+    this.restarts[h.index] = recent
+    // Back off: the first restart at once, then 50 ms doubling to 5 s, so a shard that keeps
+    // crashing (a poisoned hooks module) cannot spin (it restarted 20–30 times a second before).
+    const delay = recent.length === 1 ? 0 : Math.min(5000, 50 * 2 ** (recent.length - 2))
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer)
+      if (!this.stopPromise) this.replace(h.index, wanted)
+    }, delay)
+    this.restartTimers.add(timer)
+  }
+
+  /** Boot a replacement for a dead shard; reopen listeners; re-create its wanted connections. */
+  private replace(index: number, wanted: { opts: ConnectOptions; count: number }[]): void {
+    this.counters.add(C.shardRestarts)
+    const nh = this.spawn(index)
     nh.ready.then(async () => {
-      const fail = (e: unknown) => this.onShardEvent('shard-error', { shard: h.index, message: (e as Error).message })
+      const fail = (e: unknown) => this.onShardEvent('shard-error', { shard: index, message: (e as Error).message })
       for (const spec of this.listenSpecs.values()) await this.rpc(nh, { t: 'listen', req: 0, spec }).catch(fail)
       // Its server connections come back on the new incarnation of the shard, with new ids.
       const ids: number[] = []
@@ -228,11 +302,11 @@ export class Engine extends EventEmitter {
         const got = await this.rpc(nh, { t: 'connect', req: 0, opts: { ...c.opts, count: c.count }, count: c.count }).catch(fail)
         if (Array.isArray(got)) {
           ids.push(...(got as number[]))
-          ;(this.connectSpecs[h.index] ??= []).push({ opts: { ...c.opts, count: c.count }, ids: got as number[] })
+          ;(this.connectSpecs[index] ??= []).push({ opts: { ...c.opts, count: c.count }, ids: got as number[] })
         }
       }
-      this.emit('shard-restart', { shard: h.index, connections: ids })
-    }, () => {})
+      this.emit('shard-restart', { shard: index, connections: ids })
+    }, () => {}) // a replacement that fails to boot exits or is terminated: onShardExit counts it
   }
 
   private rpc(h: ShardHandle, m: ToShard, timeoutMs = RPC_TIMEOUT_MS): Promise<unknown> {
@@ -257,25 +331,24 @@ export class Engine extends EventEmitter {
   /** Open the same port on every shard (SO_REUSEPORT). Port 0: shard 0 picks, the rest join it. */
   async listen(opts: ListenOptions): Promise<Listener> {
     this.assertRunning()
-    if (opts === null || typeof opts !== 'object') badOption('listen options', 'an object', opts)
-    checkInt('port', opts.port, 0, 65535)
-    const host = opts.host ?? '127.0.0.1'
-    if (typeof host !== 'string' || host.length === 0) badOption('host', 'a non-empty string', host)
-    if (typeof opts.protocol !== 'string' || opts.protocol.length === 0) badOption('protocol', 'a protocol name', opts.protocol)
-    const backlog = checkInt('backlog', opts.backlog ?? 4096, 1, 1 << 20)
+    const { port: wanted, host, protocol, backlog } = parseListenOptions(opts)
     const key = this.nextKey++
-    const spec: ListenSpec = { key, port: opts.port, host, protocol: opts.protocol, backlog }
-    const port = (await this.rpc(this.shards[0], { t: 'listen', req: 0, spec })) as number
+    const spec: ListenSpec = { key, port: wanted, host, protocol, backlog }
+    // A shard that is down (restarting, or down for good) is skipped: a replacement reopens every
+    // listener of listenSpecs when it boots.
+    const up = this.shards.filter((h) => !h.dead)
+    if (up.length === 0) throw new SyncsockError('ERR_SS_SHARD_DIED', 'no shard is running')
+    const port = (await this.rpc(up[0], { t: 'listen', req: 0, spec })) as number
     spec.port = port
     try {
-      await Promise.all(this.shards.slice(1).map((h) => this.rpc(h, { t: 'listen', req: 0, spec })))
+      await Promise.all(up.slice(1).map((h) => this.rpc(h, { t: 'listen', req: 0, spec })))
     } catch (e) {
       await Promise.allSettled(this.shards.map((h) => this.rpc(h, { t: 'unlisten', req: 0, key })))
       throw e
     }
     this.listenSpecs.set(key, spec)
     return {
-      key, port, host, protocol: opts.protocol,
+      key, port, host, protocol,
       close: async () => {
         if (!this.listenSpecs.delete(key)) return
         await Promise.allSettled(this.shards.map((h) => this.rpc(h, { t: 'unlisten', req: 0, key })))
@@ -285,30 +358,55 @@ export class Engine extends EventEmitter {
 
   /**
    * Persistent server connections, spread round robin over the shards (or pinned with `shard`).
-   * Resolves with their ids (stable across reconnects).
+   * Resolves with their ids (stable across reconnects). All or nothing: if one shard refuses, the
+   * connections the others made for this call are aborted and their slots waited for (bounded)
+   * before the call rejects with that refusal, so no connection runs that nobody holds an id of.
    */
   async connect(opts: ConnectOptions): Promise<number[]> {
     this.assertRunning()
-    if (opts === null || typeof opts !== 'object') badOption('connect options', 'an object', opts)
-    const count = checkInt('count', opts.count ?? 1, 1, 1 << 20)
+    const { spec, count, shard } = parseConnectOptions(opts, this.layout.shards)
     const per = new Array<number>(this.layout.shards).fill(0)
-    if (opts.shard !== undefined) per[checkInt('shard', opts.shard, 0, this.layout.shards - 1)] = count
+    if (shard !== undefined) per[shard] = count
     else for (let i = 0; i < count; i++) per[this.nextConnShard++ % this.layout.shards]++
-    const res = await Promise.all(per.map(async (n, i) => {
-      if (n === 0) return []
-      const ids = await this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...opts, count: n }, count: n })
-      ;(this.connectSpecs[i] ??= []).push({ opts: { ...opts, count: n }, ids: ids as number[] })
-      return ids
+    const made: { shard: number; entry: { opts: ConnectOptions; ids: number[] } }[] = []
+    const res = await Promise.allSettled(per.map(async (n, i) => {
+      if (n === 0) return
+      const ids = (await this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...spec, count: n }, count: n })) as number[]
+      const entry = { opts: { ...spec, count: n }, ids }
+      ;(this.connectSpecs[i] ??= []).push(entry)
+      made.push({ shard: i, entry })
     }))
-    return (res as number[][]).flat()
+    const failed = res.find((r) => r.status === 'rejected')
+    if (failed) {
+      await this.abandonConnects(made)
+      throw failed.reason
+    }
+    return made.sort((a, b) => a.shard - b.shard).flatMap((m) => m.entry.ids)
+  }
+
+  /** Undo the shards' part of a failed connect: abort each connection, wait until its slot is free. */
+  private async abandonConnects(made: { shard: number; entry: { opts: ConnectOptions; ids: number[] } }[]): Promise<void> {
+    const ids: number[] = []
+    for (const m of made) {
+      const specs = this.connectSpecs[m.shard] ?? []
+      const k = specs.indexOf(m.entry)
+      if (k >= 0) specs.splice(k, 1) // not to be re-created if that shard restarts
+      ids.push(...m.entry.ids)
+    }
+    for (const id of ids) this.foreign.close(id, 'abort')
+    const deadline = Date.now() + ABANDON_WAIT_MS
+    while (ids.some((id) => this.foreign.slots.live(id)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5))
+    }
   }
 
   // ---------------- foreign operations (any thread; never block) ----------------
 
   send(id: number, bytes: Uint8Array): RemoteSendStatus { return this.foreign.send(id, bytes) }
 
-  close(id: number, opts: { mode?: CloseMode } = {}): RequestStatus {
-    return this.foreign.close(id, opts?.mode ?? 'graceful')
+  /** Intentional, final close: mode 'graceful' (default) or 'abort', or { mode } (one form everywhere). */
+  close(id: number, mode?: CloseModeArg): RequestStatus {
+    return this.foreign.close(id, closeModeOf(mode, 'engine.close'))
   }
 
   unlink(id: number): RequestStatus { return this.foreign.unlink(id) }
@@ -324,18 +422,30 @@ export class Engine extends EventEmitter {
 
   // ---------------- stop (DESIGN §6b) ----------------
 
-  stop(opts: { graceMs?: number } = {}): Promise<void> {
-    if (!this.stopPromise) this.stopPromise = this.doStop(checkInt('graceMs', opts.graceMs ?? 5000, 0, 3_600_000))
+  /** A bad argument rejects with ERR_SS_BAD_OPTION and does not stop the engine. */
+  stop(opts?: StopOptions): Promise<void> {
+    let graceMs: number
+    try { graceMs = parseStopOptions(opts).graceMs } catch (e) { return Promise.reject(e) }
+    if (!this.stopPromise) this.stopPromise = this.doStop(graceMs)
     return this.stopPromise
   }
 
+  /** Engine.start failed: no restarts, no stop protocol (a shard still loading cannot answer it). */
+  private async abortBoot(): Promise<void> {
+    this.stopPromise = Promise.resolve()
+    Atomics.store(this.i32, H_STOPPING, 1)
+    await Promise.all(this.shards.map((h) => h.worker.terminate()))
+  }
+
   private async doStop(graceMs: number): Promise<void> {
+    for (const t of this.restartTimers) clearTimeout(t)
+    this.restartTimers.clear()
     // 1. STOPPING first: connect refuses, established-during-stop closes without hooks,
     //    reconnect timers refuse to arm (F1).
     Atomics.store(this.i32, H_STOPPING, 1)
     for (let s = 0; s < this.layout.shards; s++) new Doorbell(this.sab, this.layout, s + 1).ring()
     // 2–4. each shard closes listeners, then every socket and connection, and synchronizes.
-    await Promise.allSettled(this.shards.map((h) => this.rpc(h, { t: 'stop', req: 0, graceMs }, graceMs + 10_000)))
+    await Promise.allSettled(this.shards.filter((h) => !h.dead).map((h) => this.rpc(h, { t: 'stop', req: 0, graceMs }, graceMs + 10_000)))
     // 5. terminate: shards exit by themselves once their handles are gone; force the stragglers.
     await Promise.all(this.shards.map(async (h) => {
       let t: NodeJS.Timeout | undefined

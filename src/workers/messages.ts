@@ -8,6 +8,8 @@ export interface ShardInit {
   sab: SharedArrayBuffer
   shard: number
   hooks: string | null
+  /** Engine.start's `config`, structured-cloned into every shard: ctx.config */
+  config: unknown
   limits: ShardLimits
 }
 

@@ -14,8 +14,9 @@ import { CounterBlock } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
 import { SlotTable } from '../ss/slots.ts'
 import { Inbox } from '../ss/ring.ts'
-import { ForeignOps, MSG_MORE, OP_SEND, MSG_HDR } from '../ss/foreign.ts'
+import { ForeignOps, OP_SEND, recordId, recordMore, recordOp, recordPayload } from '../ss/foreign.ts'
 import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
+import { Watchdog } from '../ss/watchdog.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { Dispatcher, type HookFailure } from '../hooks/dispatch.ts'
 import { loadProtocols } from '../hooks/protocols.ts'
@@ -43,31 +44,33 @@ class Shard implements ConnServices, ContextHost {
   readonly protocols: Record<string, Protocol>
   private readonly bySlot: (SsSocket | null)[]
   private readonly listeners = new Map<number, Server>()
-  private readonly sendWatch = new Set<SsSocket>()
-  private readonly closeWatch = new Set<SsSocket>()
+  readonly watchdog: Watchdog
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
   private readonly housekeeping: NodeJS.Timeout
   private live = 0
   private stopping = false
   get shardCount(): number { return this.layout.shards }
+  readonly config: unknown
   get isStopping(): boolean { return this.stopping || Atomics.load(this.i32, H_STOPPING) !== 0 }
   private readonly port = parentPort!
 
   constructor(init: ShardInit, protocols: Record<string, Protocol>) {
     this.shard = init.shard
     this.tid = init.shard + 1
+    this.config = init.config
     this.layout = Layout.from(init.sab)
     this.i32 = new Int32Array(init.sab)
     this.limits = init.limits
     this.protocols = protocols
     this.counters = new CounterBlock(init.sab, this.layout, this.tid)
     this.counters.reset()
+    this.watchdog = new Watchdog(this.limits, this.counters)
     const lock = new CallbackLock(init.sab, this.layout, this.tid, this.counters)
     this.dispatcher = new Dispatcher(lock, this.counters)
     this.slots = new SlotTable(init.sab, this.layout, this.shard)
     // A restarted shard (epoch > 0) inherits a table whose ids belong to the dead thread (R1).
     if (Atomics.load(this.i32, this.layout.threadBase(this.tid) + T_EPOCH) > 0) this.slots.resetAll()
-    this.bySlot = new Array(this.layout.slotsPerShard).fill(null)
+    this.bySlot = new Array(this.layout.slotTableSize).fill(null)
     this.foreign = new ForeignOps(init.sab, this.layout, this.tid, this.counters, lock)
     this.liveness = new Liveness(this.dispatcher, this.counters)
     this.conns = new ConnManager(this, init.sab, this.limits.maxConnectsInFlight, this.liveness)
@@ -89,15 +92,6 @@ class Shard implements ConnServices, ContextHost {
   }
 
   // ---------------- services for sockets and connections ----------------
-
-  watchSend(s: SsSocket): void {
-    if (this.sendWatch.has(s)) return
-    s.progressBytes = s.net.bytesWritten - s.net.writableLength
-    s.progressAt = Date.now()
-    this.sendWatch.add(s)
-  }
-
-  watchClose(s: SsSocket): void { this.closeWatch.add(s) }
 
   hookFailed(s: SsSocket, f: HookFailure): void {
     const e = f.error as { message?: string; code?: string; stack?: string }
@@ -123,8 +117,7 @@ class Shard implements ConnServices, ContextHost {
       this.live--
       this.counters.add(C.active, -1)
     }
-    this.sendWatch.delete(s)
-    this.closeWatch.delete(s)
+    this.watchdog.forget(s)
     if (!s.owner) this.slots.release(s.id) // a server connection keeps its slot across incarnations
   }
 
@@ -156,19 +149,16 @@ class Shard implements ConnServices, ContextHost {
   // ---------------- rings and slot requests ----------------
 
   private onRecord = (_producer: number, off: number, len: number, ring: { dv: DataView; u8: Uint8Array }): boolean => {
-    const head = ring.dv.getUint32(off, true)
-    const op = head & 0xff
-    const more = ((head >>> 8) & MSG_MORE) !== 0
-    if (op !== OP_SEND) return more
-    const id = ring.dv.getFloat64(off + 8, true)
+    const more = recordMore(ring.dv, off)
+    if (recordOp(ring.dv, off) !== OP_SEND) return more
     this.counters.add(C.ringRecv)
-    const s = this.socketFor(id)
+    const s = this.socketFor(recordId(ring.dv, off))
     if (!s || s.phase !== 'open' || s.final) {
       this.counters.add(C.sendFailed) // accepted earlier; reported failed: the socket ended (S2)
       return more
     }
     // Copy out: the ring's bytes are reused as soon as the drain publishes its head.
-    s.write(Buffer.from(ring.u8.subarray(off + MSG_HDR, off + len)))
+    s.write(Buffer.from(recordPayload(ring.u8, off, len)))
     return more
   }
 
@@ -213,29 +203,7 @@ class Shard implements ConnServices, ContextHost {
 
   private housekeep = (): void => {
     const now = Date.now()
-    for (const s of this.sendWatch) {
-      if (s.phase !== 'open' && s.phase !== 'closing') { this.sendWatch.delete(s); continue }
-      const flushed = s.net.bytesWritten - s.net.writableLength
-      if (s.net.writableLength === 0) { this.sendWatch.delete(s); continue }
-      if (flushed > s.progressBytes) { s.progressBytes = flushed; s.progressAt = now; continue }
-      if (now - s.progressAt >= this.limits.sendTimeoutMs) {
-        // S3 (Kuma #5373): a peer that stopped reading is dropped, never waited on.
-        this.sendWatch.delete(s)
-        if (s.ended || s.final) s.abortNow()
-        else s.dropped('send-timeout')
-      }
-    }
-    for (const s of this.closeWatch) {
-      if (s.phase === 'closed') { this.closeWatch.delete(s); continue }
-      // Still flushing: that is the send timeout's business (no progress → drop); the close
-      // timeout counts only the wait for the peer's FIN once our bytes are out.
-      if (s.net.writableLength > 0) { s.closingSince = now; continue }
-      if (now - s.closingSince >= this.limits.closeTimeoutMs) {
-        this.closeWatch.delete(s)
-        this.counters.add(C.closeTimeouts)
-        s.abortNow()
-      }
-    }
+    this.watchdog.scan(now)
     const ns = 1e6
     this.counters.set(C.loopDelayP50Ms, this.loopDelay.percentile(50) / ns)
     this.counters.set(C.loopDelayP99Ms, this.loopDelay.percentile(99) / ns)
