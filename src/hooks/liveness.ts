@@ -14,7 +14,7 @@
 import type { SsSocket } from '../ss/socket.ts'
 import { C } from '../ss/layout.ts'
 import type { CounterBlock } from '../ss/counters.ts'
-import type { Dispatcher } from './dispatch.ts'
+import type { Dispatcher } from '../ss/upcall.ts'
 import type { LivenessHooks, ServerConn } from './server.ts'
 
 export class Liveness implements LivenessHooks {

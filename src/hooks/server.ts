@@ -31,7 +31,7 @@ import {
 import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { backoffDelay, type NormalizedConnect } from './retry.ts'
-import { HOOK_FAILED, type Lockable } from './dispatch.ts'
+import { HOOK_FAILED, type Lockable } from '../ss/upcall.ts'
 import { GatePolicy, type GateMember, type Gate } from './gate.ts'
 import { ReconnectTimer, type Scheduled } from './reconnect.ts'
 import type { FailoverDecision, FailoverReason, Protocol, Target } from './types.ts'

@@ -21,31 +21,18 @@
 
 import type { SyncsockError } from '../ss/errors.ts'
 
-export type DropReason = 'fin' | 'reset' | 'error' | 'send-timeout' | 'liveness' | 'ready-timeout'
-/** Why failover runs: the incarnation was dropped, or a hook of it threw ('hook-error'). */
-export type FailoverReason = DropReason | 'hook-error'
-export type CloseCause = 'local' | 'foreign' | 'unlink' | 'shutdown' | 'hook-error'
-export type CloseMode = 'graceful' | 'abort'
-/**
- * The one close signature of engine.close(id, m), ctx.close(id, m) and sock.close(m): nothing
- * (graceful), the mode, or `{ mode }` (DESIGN §3). Anything else throws ERR_SS_BAD_OPTION.
- */
-export type CloseModeArg = CloseMode | { mode?: CloseMode }
-export type SocketKind = 'client' | 'server'
-
-/**
- * sock.send's answer. Accepted: 'ok', or 'high-water' (accepted, but the queue is above its
- * high-water mark: wait for connectionWritable). Refused: an error code.
- */
-export type SendStatus = 'ok' | 'high-water' | 'ERR_SS_CLOSED' | 'ERR_SS_QUEUE_FULL'
-
-/** engine.send / ctx.send answer: accepted ('ok') or refused with a stable code. Never blocks. */
-export type RemoteSendStatus =
-  | 'ok' | 'ERR_SS_RING_FULL' | 'ERR_SS_STALE' | 'ERR_SS_CLOSED' | 'ERR_SS_STOPPED'
-  | 'ERR_SS_TOO_BIG' | 'ERR_SS_BACKPRESSURE' | 'ERR_SS_NOT_CONNECTED' | 'ERR_SS_SHARD_DIED'
-
-/** engine.close / engine.unlink answer. */
-export type RequestStatus = 'ok' | 'ERR_SS_STALE' | 'ERR_SS_CLOSED' | 'ERR_SS_SHARD_DIED'
+// The socket layer's vocabulary (reasons, causes, modes, statuses, hook names) is defined where
+// it is used, in src/ss/types.ts (the layer that calls hooks defines their contract, as Tempesta's
+// sync_socket.h defines SsHooks); re-exported here for the hooks layer and users.
+export type {
+  DropReason, FailoverReason, CloseCause, CloseMode, CloseModeArg, SocketKind, SendStatus,
+  RemoteSendStatus, RequestStatus, HookName,
+} from '../ss/types.ts'
+export { HOOK_NAMES } from '../ss/types.ts'
+import type {
+  DropReason, FailoverReason, CloseCause, CloseModeArg, SocketKind, SendStatus, RemoteSendStatus,
+  RequestStatus,
+} from '../ss/types.ts'
 
 export interface Target { host: string; port: number }
 
@@ -116,11 +103,6 @@ export interface Protocol {
   retry?(sock: SsSocketApi, attempt: number, error: SyncsockError | Error): RetryDecision | void
 }
 
-export const HOOK_NAMES = [
-  'connectionNew', 'connectionRecv', 'connectionWritable', 'connectionEnd', 'connectionIdle',
-  'connectionDrop', 'connectionClose', 'failover', 'retry',
-] as const
-export type HookName = typeof HOOK_NAMES[number]
 
 export interface RetryOptions {
   /** first backoff, ms (default 100) */

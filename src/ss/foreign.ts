@@ -23,7 +23,7 @@ import { CallbackLock, LOCK_FAILED } from './lock.ts'
 import type { CounterBlock } from './counters.ts'
 import { SyncsockError } from './errors.ts'
 import { closeModeOf, shown, type CloseModeArg } from './options.ts'
-import type { RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
+import type { RemoteSendStatus, RequestStatus } from './types.ts'
 
 export const OP_SEND = 1
 export const MSG_MORE = 1 // flag: the message continues in the next record

@@ -21,11 +21,10 @@ import type { Watchdog } from './watchdog.ts'
 import type { SlotTable } from './slots.ts'
 import { SyncsockError } from './errors.ts'
 import { closeModeOf, type CloseModeArg } from './options.ts'
-import type { Dispatcher, HookFailure, Lockable } from '../hooks/dispatch.ts'
+import type { Dispatcher, HookFailure, Lockable } from './upcall.ts'
 import type {
-  CloseCause, CloseMode, DropReason, FailoverReason, HookName, Protocol, SendStatus, ShardContext, SocketKind,
-  SsSocketApi,
-} from '../hooks/types.ts'
+  CloseCause, CloseMode, DropReason, FailoverReason, HookName, HookTable, SendStatus, SocketKind,
+} from './types.ts'
 
 /** Flags that stop hooks at once: an intentional close or a foreign request is pending (L1). */
 const BLOCKS_HOOKS = F_FINAL | F_REQ_CLOSE | F_REQ_ABORT | F_REQ_UNLINK
@@ -44,7 +43,8 @@ export interface ShardServices {
   readonly dispatcher: Dispatcher
   readonly slots: SlotTable
   readonly counters: CounterBlock
-  readonly ctx: ShardContext
+  /** the shard context hooks see as sock.ctx (src/workers/context.ts; opaque to this layer) */
+  readonly ctx: object
   readonly limits: SocketLimits
   /** the send- and close-timeout scans (S3, Kuma #5373) */
   readonly watchdog: Watchdog
@@ -80,11 +80,12 @@ export function dropReasonOf(err: Error | undefined): DropReason {
   return code === 'ECONNRESET' || code === 'EPIPE' ? 'reset' : 'error'
 }
 
-export class SsSocket implements SsSocketApi, Lockable {
+/** One incarnation. It is the `sock` hooks get: src/workers/context.ts checks it conforms to SsSocketApi. */
+export class SsSocket implements Lockable {
   readonly id: number
   readonly kind: SocketKind
   readonly protocol: string
-  readonly proto: Protocol
+  readonly proto: HookTable
   readonly lockIdx: number
   backlog: (() => void)[] | null = null
   phase: 'connecting' | 'open' | 'closing' | 'closed' = 'open'
@@ -110,7 +111,7 @@ export class SsSocket implements SsSocketApi, Lockable {
   /** chunks received so far: liveness and readiness compare it with the count at a probe */
   recvCount = 0
 
-  constructor(svc: ShardServices, id: number, kind: SocketKind, protocol: string, proto: Protocol,
+  constructor(svc: ShardServices, id: number, kind: SocketKind, protocol: string, proto: HookTable,
     net: Socket, owner: IncarnationOwner | null = null) {
     this.svc = svc
     this.id = id
@@ -130,7 +131,7 @@ export class SsSocket implements SsSocketApi, Lockable {
   // ---------------- the user API (SsSocketApi) ----------------
 
   get shard(): number { return this.svc.shard }
-  get ctx(): ShardContext { return this.svc.ctx }
+  get ctx(): object { return this.svc.ctx }
   get localAddress() { return this.net.localAddress }
   get localPort() { return this.net.localPort }
   get remoteAddress() { return this.net.remoteAddress }

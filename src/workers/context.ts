@@ -10,7 +10,7 @@ import { MAX_TIMER_MS, closeModeOf, type CloseModeArg } from '../ss/options.ts'
 import type { ForeignOps } from '../ss/foreign.ts'
 import type { SlotTable } from '../ss/slots.ts'
 import type { CounterBlock } from '../ss/counters.ts'
-import type { Dispatcher, HookFailure } from '../hooks/dispatch.ts'
+import type { Dispatcher, HookFailure } from '../ss/upcall.ts'
 import type { ConnManager } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
@@ -33,6 +33,12 @@ export interface ContextHost {
   socketFor(id: number): SsSocket | null
   hookFailed(s: SsSocket, f: HookFailure): void
 }
+
+/**
+ * The socket layer's SsSocket is what hooks get as `sock` (typed SsSocketApi for users; its ctx
+ * is this module's ShardContext). Compile-time check that the two stay in step.
+ */
+export const SOCKET_CONFORMS: SsSocket extends Omit<SsSocketApi, 'ctx'> ? true : never = true
 
 export function makeContext(host: ContextHost): ShardContext {
   const foreign: ForeignOps = host.foreign
@@ -87,10 +93,10 @@ export function makeContext(host: ContextHost): ShardContext {
         s.timers?.delete(t)
         host.dispatcher.locked(s, () => {
           if (!s.runnable()) return
-          try { fn(s) } catch (error) {
+          try { fn(s as unknown as SsSocketApi) } catch (error) {
             host.counters.add(C.hookErrors)
             host.hookFailed(s, { hook: 'timer', error })
-            s.finalize('hook-error', 'abort')
+            s.hookFailed() // like any hook error: the incarnation ends, not the connection
           }
         })
       }, ms)

@@ -18,7 +18,7 @@ import { ForeignOps, OP_SEND, recordId, recordMore, recordOp, recordPayload } fr
 import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
 import { Watchdog } from '../ss/watchdog.ts'
 import { SyncsockError } from '../ss/errors.ts'
-import { Dispatcher, type HookFailure } from '../hooks/dispatch.ts'
+import { Dispatcher, type HookFailure } from '../ss/upcall.ts'
 import { loadProtocols } from '../hooks/protocols.ts'
 import { ConnManager, type ConnServices } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'

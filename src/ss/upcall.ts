@@ -1,5 +1,7 @@
-// Run hooks under the socket's callback lock (L1), one lock at a time (Tempesta #61), with
-// exceptions and Promise-returning hooks contained (the shard lives on; the socket is aborted).
+// Upcalls: run hooks under the socket's callback lock (L1), one lock at a time (Tempesta #61),
+// with exceptions and Promise-returning hooks contained (the shard lives on; the incarnation
+// ends). The socket layer owns this (Tempesta's SS_CALL in sock.c): it calls a protocol's hook
+// table (types.ts HookTable); src/hooks supplies the tables and the server-connection policy.
 //
 // `locked(sock, fn)` is the only way shard code runs anything that reads or changes linked state:
 // - re-entrant on the same socket (a hook calling sock.close() on itself runs inline);
@@ -8,11 +10,11 @@
 // - if the owner cannot get the lock within its bounded spin (a foreign holder was preempted),
 //   the work is queued on the socket and retried on the next loop turn (S1: never block).
 
-import { CallbackLock, LOCK_FAILED } from '../ss/lock.ts'
-import { C } from '../ss/layout.ts'
-import type { CounterBlock } from '../ss/counters.ts'
-import { SyncsockError } from '../ss/errors.ts'
-import type { HookName, Protocol } from './types.ts'
+import { CallbackLock, LOCK_FAILED } from './lock.ts'
+import { C } from './layout.ts'
+import type { CounterBlock } from './counters.ts'
+import { SyncsockError } from './errors.ts'
+import type { HookName, HookTable } from './types.ts'
 
 export interface Lockable {
   readonly lockIdx: number
@@ -109,7 +111,7 @@ export class Dispatcher {
    * failure is counted and handed to `onFail`, which aborts the socket.
    */
   call(
-    proto: Protocol, name: HookName, onFail: (f: HookFailure) => void, sock: unknown, a?: unknown, b?: unknown,
+    proto: HookTable, name: HookName, onFail: (f: HookFailure) => void, sock: unknown, a?: unknown, b?: unknown,
   ): unknown {
     const h = proto[name] as ((...a: unknown[]) => unknown) | undefined
     if (typeof h !== 'function') return undefined
