@@ -15,10 +15,10 @@
 
 import {
   type Layout, C, F_FINAL, F_HIGH_WATER, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK, F_SERVER,
-  H_STOPPING, ST_ESTABLISHED, idShard,
+  H_STOPPING, ST_ESTABLISHED, F_IN_USE, idShard, idGen,
 } from './layout.ts'
 import { Ring, Doorbell } from './ring.ts'
-import { SlotView, flagsOf } from './slots.ts'
+import { SlotView, flagsOf, genOf } from './slots.ts'
 import { CallbackLock, LOCK_FAILED } from './lock.ts'
 import type { CounterBlock } from './counters.ts'
 import { SyncsockError } from './errors.ts'
@@ -101,8 +101,13 @@ export class ForeignOps {
     // A dead shard's ring is read by nobody until a replacement resets the table: refuse rather
     // than accept bytes that would be lost (S2; hardening bug 10).
     if (!this.slots.ownerAlive(id)) return 'ERR_SS_SHARD_DIED'
+    // ONE load of the slot word decides liveness and flags together: two loads could pair the
+    // generation of one incarnation with the flags of the next. The state is another word, read
+    // after: it may lag (a server connection just dropped still reads ESTABLISHED), which is
+    // benign — the owner checks its socket again when it drains the record, and a send that finds
+    // no open incarnation there is counted as sendFailed (S2), never written to another socket.
     const w = this.slots.word(id)
-    if (!this.slots.live(id)) return 'ERR_SS_STALE'
+    if (genOf(w) !== idGen(id) || (w & F_IN_USE) === 0) return 'ERR_SS_STALE'
     const f = flagsOf(w)
     if (f & (F_FINAL | F_REQ_CLOSE | F_REQ_ABORT)) return 'ERR_SS_CLOSED'
     if (f & F_HIGH_WATER) return 'ERR_SS_BACKPRESSURE'

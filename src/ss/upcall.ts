@@ -18,7 +18,13 @@ import type { HookName, HookTable } from './types.ts'
 
 export interface Lockable {
   readonly lockIdx: number
-  /** work waiting for the lock, in order; null when none */
+  /**
+   * Work waiting for the lock, in order; null when none. It belongs to the Lockable's lifetime
+   * and must never run against another: an SsSocket's backlog is its incarnation's (the socket's
+   * release is queued behind it, so the slot cannot be reused before it ran: hardening bug 4); a
+   * ServerConn's is its connection's (each closure re-checks `final`, and slot reads by a stale id
+   * answer FINAL, so work that outlives the connection does nothing).
+   */
   backlog: (() => void)[] | null
   onBacklog?(waiting: boolean): void
 }

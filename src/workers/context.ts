@@ -3,7 +3,7 @@
 // ids of other shards go to ForeignOps, the same path engine.send/close/unlink take, so a caller
 // gets the same answer whichever thread it calls from.
 
-import { C, F_REQ_UNLINK, idShard, idSlot } from '../ss/layout.ts'
+import { C, F_REQ_UNLINK, idShard } from '../ss/layout.ts'
 import { SsSocket } from '../ss/socket.ts'
 import { SyncsockError, badOption, checkNumber } from '../ss/errors.ts'
 import { MAX_TIMER_MS, closeModeOf, type CloseModeArg } from '../ss/options.ts'
@@ -11,7 +11,7 @@ import type { ForeignOps } from '../ss/foreign.ts'
 import type { SlotTable } from '../ss/slots.ts'
 import type { CounterBlock } from '../ss/counters.ts'
 import type { Dispatcher, HookFailure } from '../ss/upcall.ts'
-import type { ConnManager } from '../hooks/server.ts'
+import type { ConnManager, ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
   ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
@@ -31,6 +31,7 @@ export interface ContextHost {
   readonly isStopping: boolean
   readonly config: unknown
   socketFor(id: number): SsSocket | null
+  connFor(id: number): ServerConn | null
   hookFailed(s: SsSocket, f: HookFailure): void
 }
 
@@ -62,8 +63,8 @@ export function makeContext(host: ContextHost): ShardContext {
       if (idShard(id) !== host.shard) return foreign.close(id, mode)
       const s = host.socketFor(id)
       if (s) { if (s.final) return 'ERR_SS_CLOSED'; s.close(mode); return 'ok' }
-      const conn = host.conns.conns.get(idSlot(id))
-      if (conn && conn.id === id) { host.dispatcher.locked(conn, () => conn.closeIdle()); return 'ok' }
+      const conn = host.connFor(id)
+      if (conn) { host.dispatcher.locked(conn, () => conn.closeIdle()); return 'ok' }
       return 'ERR_SS_STALE'
     },
     unlink(id: number): RequestStatus {

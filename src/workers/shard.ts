@@ -20,7 +20,7 @@ import { Watchdog } from '../ss/watchdog.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { Dispatcher, type HookFailure } from '../ss/upcall.ts'
 import { loadProtocols } from '../hooks/protocols.ts'
-import { ConnManager, type ConnServices } from '../hooks/server.ts'
+import { ConnManager, type ConnServices, type ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import { Liveness } from '../hooks/liveness.ts'
 import type { ConnectOptions, Protocol, ShardContext } from '../hooks/types.ts'
@@ -172,10 +172,15 @@ class Shard implements ConnServices, ContextHost {
     this.inbox.barrier(() => { for (const slot of slots) this.applySlotRequests(slot) })
   }
 
+  /**
+   * Apply the foreign requests recorded in a slot (after the Q1 barrier). To the incarnation if it
+   * has not ended — under its lock, so behind any work queued for it (a drop that was seen first
+   * takes the bits itself and lets the close win, F1) — else to the idle server connection.
+   */
   private applySlotRequests(slot: number): void {
     const conn = this.conns.conns.get(slot)
     const s = conn ? conn.current : this.bySlot[slot]
-    if (s && s.phase !== 'closed') {
+    if (s && !s.ended) {
       this.dispatcher.locked(s, () => {
         const bits = this.slots.takeFlags(s.id, REQ_BITS)
         if (bits) { this.counters.add(C.requestsApplied); s.applyRequests(bits) }
@@ -189,6 +194,8 @@ class Shard implements ConnServices, ContextHost {
     }
   }
 
+  // ---- the one id resolver: what an id of this shard names now ----
+
   /** The live incarnation for an id (a server connection's id maps to its current socket). */
   socketFor(id: number): SsSocket | null {
     if (idShard(id) !== this.shard) return null
@@ -197,6 +204,13 @@ class Shard implements ConnServices, ContextHost {
     if (conn) return conn.id === id ? conn.current : null
     const s = this.bySlot[slot]
     return s && s.id === id ? s : null
+  }
+
+  /** The server connection an id names (whether an incarnation is up or not), or null. */
+  connFor(id: number): ServerConn | null {
+    if (idShard(id) !== this.shard) return null
+    const conn = this.conns.conns.get(idSlot(id))
+    return conn && conn.id === id ? conn : null
   }
 
   // ---------------- housekeeping ----------------
