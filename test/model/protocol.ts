@@ -1162,6 +1162,8 @@ export interface ExploreOptions {
   maxDepth?: number
   /** give up after this many distinct states */
   maxStates?: number
+  /** give up at this time (Date.now() value) */
+  deadline?: number
 }
 
 export interface ExploreResult {
@@ -1189,6 +1191,8 @@ export interface ExploreResult {
 export function explore(sc: Scenario, opts: ExploreOptions = {}): ExploreResult {
   const maxDepth = opts.maxDepth ?? Infinity
   const maxStates = opts.maxStates ?? 2_000_000
+  const deadline = opts.deadline ?? Infinity
+  let late = false
   const seen = new Map<number, number>() // hash of a state → smallest depth it was explored at
   const res: ExploreResult = { scenario: sc.name, bug: sc.bug, states: 0, transitions: 0, terminals: 0, cut: 0, maxDepth: 0, ms: 0, violation: null }
   const t0 = Date.now()
@@ -1202,8 +1206,9 @@ export function explore(sc: Scenario, opts: ExploreOptions = {}): ExploreResult 
     res.states++
     if (depth > res.maxDepth) res.maxDepth = depth
     let any = false
+    if ((res.states & 1023) === 0 && Date.now() > deadline) late = true
     for (const mv of new Machine(st, sc).moves()) {
-      if (res.states >= maxStates) { res.cut++; return }
+      if (res.states >= maxStates || late) { res.cut++; return }
       const next = cloneState(st)
       try {
         new Machine(next, sc).step(mv)
