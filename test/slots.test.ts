@@ -204,7 +204,9 @@ test('property: slots marked by foreign threads are taken by the owner exactly o
 
 test('across threads: a foreign hammer on a slot the owner frees and reuses 20k times never touches a later incarnation', async () => {
   const { sab, layout, view } = setup(2, 1)
-  const t = new SlotTable(sab, layout, 1)
+  // One slot, no quarantine: every allocation reuses slot 0, the one the foreign thread hammers
+  // (this is about the CAS, not about the free list spreading reuse).
+  const t = new SlotTable(sab, layout, 1, { size: 1, quarantine: 0 })
   const scratch = new SharedArrayBuffer(64)
   const pub = new Int32Array(scratch, 0, 4)
   const w = new TestWorker('slot-worker.ts', { sab, scratch, shard: 1, slot: 0 }, 'slot hammer')

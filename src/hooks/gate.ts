@@ -38,6 +38,8 @@ export interface GateHost<M extends GateMember> {
   admit(c: M): void
   arm(c: M, delayMs: number): void
   parkedChanged(n: number): void
+  /** gates alive now (a gauge: it must not grow with connects that came and went) */
+  gatesChanged(n: number): void
 }
 
 export class Gate {
@@ -103,12 +105,14 @@ export class GatePolicy<M extends GateMember> {
   of(c: M): Gate {
     const key = gateKey(c.cfg, c.target)
     let g = this.gates.get(key)
-    if (!g) this.gates.set(key, (g = new Gate(key)))
+    if (!g) { this.gates.set(key, (g = new Gate(key))); this.host.gatesChanged(this.gates.size) }
     return g
   }
 
   /** Forget a gate nobody needs any more. */
-  private tidy(g: Gate): void { if (g.idle && this.gates.get(g.key) === g) this.gates.delete(g.key) }
+  private tidy(g: Gate): void {
+    if (g.idle && this.gates.get(g.key) === g) { this.gates.delete(g.key); this.host.gatesChanged(this.gates.size) }
+  }
 
   /** c may connect now: unless its target's gate is down with another probe out. */
   due(c: M): void {
@@ -211,6 +215,7 @@ export class GatePolicy<M extends GateMember> {
   /** Stop: forget every gate (parked connections are closed by the manager). */
   clear(): void {
     this.gates.clear()
+    this.host.gatesChanged(0)
     this.parkedCount = 0
     this.host.parkedChanged(0)
   }

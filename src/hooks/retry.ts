@@ -4,7 +4,7 @@
 // injected rand.
 
 import { SyncsockError, badOption, checkInt, checkNumber } from '../ss/errors.ts'
-import { checkOneOf, optionsObject, rejectUnknownKeys } from '../ss/options.ts'
+import { checkOneOf, optionsObject, rejectUnknownKeys, waterMarksOf, type WaterMarkOptions } from '../ss/options.ts'
 import type { LivenessOptions, RetryOptions, Target } from './types.ts'
 
 export interface NormalizedRetry {
@@ -18,12 +18,14 @@ export interface NormalizedConnect {
   liveness: Required<LivenessOptions> | null
   connectTimeoutMs: number
   readyTimeoutMs: number
+  /** the incarnations' water marks (null: the engine's) */
+  water: WaterMarkOptions | null
 }
 
 /** Which door the options came through: engine.connect spreads `count` over shards, pinned by `shard`. */
 export type ConnectDoor = 'engine.connect' | 'ctx.connect'
 
-const CONNECT_KEYS = ['host', 'port', 'protocol', 'retry', 'liveness', 'connectTimeoutMs', 'readyTimeoutMs', 'tls'] as const
+const CONNECT_KEYS = ['host', 'port', 'protocol', 'retry', 'liveness', 'connectTimeoutMs', 'readyTimeoutMs', 'highWater', 'lowWater', 'tls'] as const
 const ENGINE_CONNECT_KEYS = [...CONNECT_KEYS, 'count', 'shard'] as const
 const RETRY_KEYS = ['baseMs', 'capMs', 'maxAttempts', 'jitter', 'resetAfterMs'] as const
 const LIVENESS_KEYS = ['intervalMs', 'timeoutMs', 'misses'] as const
@@ -61,6 +63,7 @@ export function normalizeConnect(opts: unknown, known: (p: string) => boolean, d
     liveness,
     connectTimeoutMs: checkInt('connectTimeoutMs', o.connectTimeoutMs ?? 5000, 1, 3_600_000),
     readyTimeoutMs: checkInt('readyTimeoutMs', o.readyTimeoutMs ?? 0, 0, 3_600_000),
+    water: waterMarksOf(o, door),
   }
 }
 

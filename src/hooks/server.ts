@@ -122,7 +122,7 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
     svc.slots.beginIncarnation(this.id)
     this.readyCounted = false
     const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true })
-    const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this)
+    const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this, this.cfg.water)
     this.current = sock
     svc.register(sock)
     sock.connecting()
@@ -378,6 +378,7 @@ export class ConnManager {
       admit: (c) => this.admit(c),
       arm: (c, ms) => this.arm(c, ms),
       parkedChanged: (n) => this.svc.counters.set(C.parked, n),
+      gatesChanged: (n) => this.svc.counters.set(C.gates, n),
     })
     // F1 again, under the connection's lock, right before it may connect.
     this.schedule = new ReconnectTimer<ServerConn>((c) => this.svc.dispatcher.locked(c, () => {

@@ -36,6 +36,23 @@ import type {
 
 export interface Target { host: string; port: number }
 
+/** ctx.send's answer: engine.send's, plus 'high-water' (accepted above the high-water mark) for a socket of this shard. */
+export type CtxSendStatus = RemoteSendStatus | 'high-water'
+
+/** ctx.open options: a one-shot outbound socket. */
+export interface OpenOptions {
+  host: string
+  port: number
+  /** the protocol whose hooks run for it */
+  protocol: string
+  /** linked from the start (default null); released exactly once by connectionDrop/connectionClose */
+  data?: unknown
+  /** still not established after this: connectionDrop(sock, 'connect-failed', ERR_SS_TIMEOUT) (default 5000; checked on the shard's housekeeping tick) */
+  connectTimeoutMs?: number
+  highWater?: number
+  lowWater?: number
+}
+
 /** What failover may answer. Default: reconnect to the same target after backoff. */
 export interface FailoverDecision {
   reconnect: boolean
@@ -56,13 +73,20 @@ export interface ShardContext {
   /** Engine.start's `config` (a structured clone: each shard has its own copy; SharedArrayBuffers stay shared) */
   readonly config: unknown
   /** Cross-shard (or local) send by socket id: the same rules as engine.send. */
-  send(id: number, bytes: Uint8Array): RemoteSendStatus
+  send(id: number, bytes: Uint8Array): CtxSendStatus
   /** Intentional, final close of any socket by id (Q1: never lost). */
   close(id: number, mode?: CloseModeArg): RequestStatus
   /** Detach user data of any socket by id. */
   unlink(id: number): RequestStatus
   /** Shard-local persistent server connection; its incarnations run `protocol`'s hooks here. */
   connect(opts: ConnectOptions): number
+  /**
+   * A one-shot outbound socket from this shard (no failover, no retry, no gate): `data` is linked
+   * from the start (null if not given) and released exactly once whatever happens — a failed
+   * connect is `connectionDrop(sock, 'connect-failed', error)` to `protocol`. connectionNew runs
+   * once it is established. Bytes sent before that wait in its queue. Returns its id.
+   */
+  open(opts: OpenOptions): number
   /** A timer that belongs to one socket incarnation: it runs under the lock, only while linked. */
   timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer
   readonly stopping: boolean
@@ -87,6 +111,8 @@ export interface SsSocketApi {
   unlink(): unknown
   send(bytes: Uint8Array): SendStatus
   close(mode?: CloseModeArg): void
+  /** Half-close: FIN after the queue flushes, keep reading (see docs/hooks.md) */
+  shutdown(): void
   pause(): void
   resume(): void
 }
@@ -97,7 +123,8 @@ export interface Protocol {
   connectionWritable?(sock: SsSocketApi): void
   connectionEnd?(sock: SsSocketApi): void
   connectionIdle?(sock: SsSocketApi): void
-  connectionDrop?(sock: SsSocketApi, reason: DropReason): void
+  /** `error` is set for 'connect-failed' (a one-shot socket of ctx.open whose connect failed) */
+  connectionDrop?(sock: SsSocketApi, reason: DropReason, error?: Error): void
   connectionClose?(sock: SsSocketApi, cause: CloseCause): void
   failover?(sock: SsSocketApi, reason: FailoverReason): FailoverDecision | boolean | void
   retry?(sock: SsSocketApi, attempt: number, error: SyncsockError | Error): RetryDecision | void
@@ -145,6 +172,9 @@ export interface ConnectOptions {
    * is dropped as 'ready-timeout' and handled as a failed connect (retry). Default 0 (off).
    */
   readyTimeoutMs?: number
+  /** the incarnations' send-queue water marks (default: the engine's) */
+  highWater?: number
+  lowWater?: number
   /** pin to one shard (engine.connect only); default: round robin */
   shard?: number
 }

@@ -105,7 +105,8 @@ export const COUNTER_NAMES = [
   'deadConnections', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns', 'reconnectsAfterStop',
   'livenessProbes', 'livenessFailures', 'reconnectLatencyMaxMs',
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs',
-  'shardRestarts', 'shardsDown',
+  'shardRestarts', 'shardsDown', 'outboundOpened', 'outboundConnected', 'gates',
+  'shardsTerminated', // main: shards stop() had to terminate (a handle kept them alive); stays 0
 ] as const
 export type CounterName = typeof COUNTER_NAMES[number]
 export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]))) as {

@@ -6,7 +6,7 @@
 // src/hooks (src/ss is the lower layer); the scalar checks (checkInt, checkNumber, badOption) live
 // in errors.ts.
 
-import { SyncsockError, badOption } from './errors.ts'
+import { SyncsockError, badOption, checkInt } from './errors.ts'
 
 /** How a socket is closed: 'graceful' (flush, FIN) or 'abort' (RST). */
 export type CloseModeName = 'graceful' | 'abort'
@@ -84,4 +84,20 @@ export function closeModeOf(arg: unknown, where: string): CloseModeName {
   }
   throw new SyncsockError('ERR_SS_BAD_OPTION',
     `${where} takes 'graceful', 'abort' or { mode: 'graceful' | 'abort' }; got ${shown(arg)}`)
+}
+
+/** A socket's send-queue water marks (socket.ts WaterMarks). */
+export interface WaterMarkOptions { high: number; low: number }
+
+/**
+ * `{ highWater?, lowWater? }` of listen, connect or ctx.open: null when neither is given (the
+ * engine's marks apply); a high mark alone gets half of it as the low mark. high in
+ * [1024, 2^31], low in [0, high].
+ */
+export function waterMarksOf(o: Record<string, unknown>, where: string): WaterMarkOptions | null {
+  if (o.highWater === undefined && o.lowWater === undefined) return null
+  if (o.highWater === undefined) badOption(`${where}.lowWater`, 'given together with highWater', o.lowWater)
+  const high = checkInt(`${where}.highWater`, o.highWater, 1024, 2 ** 31)
+  const low = checkInt(`${where}.lowWater`, o.lowWater ?? Math.floor(high / 2), 0, high)
+  return { high, low }
 }

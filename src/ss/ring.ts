@@ -173,6 +173,8 @@ export interface InboxOptions {
   onRecord: (producer: number, off: number, len: number, ring: Ring) => boolean | void
   /** Called after the bell is cleared and before each drain pass (e.g. to collect slot requests). */
   onWake?: () => void
+  /** Called after each drain pass, before barriers run (e.g. to uncork what the pass wrote). */
+  onDrained?: () => void
 }
 
 /**
@@ -236,6 +238,7 @@ export class Inbox {
       this.records += got
     }
     this.start = (this.start + 1) % n
+    this.opts.onDrained?.()
     this.runBarriers()
     if (!this.running) return
     if (budget <= 0) { this.yieldTurn(); return } // D1: let sockets and timers run, then continue

@@ -31,11 +31,20 @@ const BLOCKS_HOOKS = F_FINAL | F_REQ_CLOSE | F_REQ_ABORT | F_REQ_UNLINK
 export const REQ_BITS = F_REQ_CLOSE | F_REQ_ABORT | F_REQ_UNLINK
 
 export interface SocketLimits {
-  /** send queue above this answers 'high-water' and refuses foreign sends (S3) */
+  /** default high-water mark: a send queue at or above it answers 'high-water' and refuses foreign sends (S3) */
   highWater: number
+  /** default low-water mark: a queue that was above high water and drains to this fires connectionWritable */
+  lowWater: number
   /** hard cap on the send queue: local sends beyond it are refused */
   maxQueue: number
 }
+
+/**
+ * A socket's water marks (Netty's WriteBufferWaterMark): at or above `high` a send answers
+ * 'high-water' and foreign sends are refused; once the queue drains to `low`, connectionWritable.
+ * Per listener, per server connection or per one-shot socket; the engine's are the default.
+ */
+export interface WaterMarks { high: number; low: number }
 
 /** The shard services a socket needs; implemented by the shard runtime. */
 export interface ShardServices {
@@ -69,6 +78,15 @@ export interface IncarnationOwner {
 const DROP_COUNTER: Record<DropReason, number> = {
   'fin': C.droppedFin, 'reset': C.droppedReset, 'error': C.droppedError,
   'send-timeout': C.droppedSendTimeout, 'liveness': C.droppedLiveness, 'ready-timeout': C.connectFailedTimeout,
+  'connect-failed': C.connectFailed,
+}
+
+/** The counter of a failed connect, by its error's code (server connections and one-shot sockets). */
+export function connectFailCounter(error: Error): number {
+  const code = (error as NodeJS.ErrnoException).code
+  return code === 'ECONNREFUSED' ? C.connectFailedRefused
+    : code === 'ERR_SS_TIMEOUT' || code === 'ETIMEDOUT' ? C.connectFailedTimeout
+      : code?.startsWith('ERR_TLS') || code?.startsWith('ERR_SSL') ? C.connectFailedTls : C.connectFailedOther
 }
 const CLOSE_COUNTER: Record<CloseCause, number> = {
   'local': C.closedLocal, 'foreign': C.closedForeign, 'unlink': C.closedUnlink,
@@ -105,15 +123,23 @@ export class SsSocket implements Lockable {
   private linkedData: unknown = undefined
   private isLinked = false
   private userPaused = false
+  /** the queue went above high water: connectionWritable is owed once it drains to low water */
   private wantWritable = false
+  /** the peer's FIN was handed to connectionEnd (half-open) */
+  private readEnded = false
+  /** our write side was ended by shutdown() (FIN after the flush) */
+  private writeShut = false
+  /** send queue water marks of this incarnation */
+  readonly water: WaterMarks
   /** the error that ended it (connect failures read it) */
   lastError: Error | undefined
   /** chunks received so far: liveness and readiness compare it with the count at a probe */
   recvCount = 0
 
   constructor(svc: ShardServices, id: number, kind: SocketKind, protocol: string, proto: HookTable,
-    net: Socket, owner: IncarnationOwner | null = null) {
+    net: Socket, owner: IncarnationOwner | null = null, water: WaterMarks | null = null) {
     this.svc = svc
+    this.water = water ?? { high: svc.limits.highWater, low: svc.limits.lowWater }
     this.id = id
     this.kind = kind
     this.protocol = protocol
@@ -125,7 +151,7 @@ export class SsSocket implements Lockable {
     net.on('end', this.onEnd)
     net.on('error', this.onError)
     net.on('close', this.onClose)
-    net.on('drain', this.onDrain)
+    net.on('drain', this.onFlushed)
   }
 
   // ---------------- the user API (SsSocketApi) ----------------
@@ -167,24 +193,38 @@ export class SsSocket implements Lockable {
     if (!(bytes instanceof Uint8Array)) {
       throw new SyncsockError('ERR_SS_BAD_OPTION', 'sock.send takes a Uint8Array or Buffer')
     }
-    if (this.phase !== 'open' || this.final || this.net.writableEnded || this.net.destroyed) {
+    if (!this.acceptsWrites() || this.net.writableEnded) {
       this.svc.counters.add(C.sendRefused)
       return 'ERR_SS_CLOSED'
     }
-    if (this.net.writableLength + bytes.length > this.svc.limits.maxQueue) {
+    if (this.net.writableLength + bytes.length > Math.max(this.svc.limits.maxQueue, this.water.high)) {
       this.svc.counters.add(C.sendRefused)
       return 'ERR_SS_QUEUE_FULL'
     }
     return this.write(bytes)
   }
 
+  /**
+   * May bytes be queued now? Open, or a one-shot socket still connecting (its bytes wait in the
+   * queue, within the same bounds, and go out once it is established).
+   */
+  acceptsWrites(): boolean {
+    return (this.phase === 'open' || (this.phase === 'connecting' && this.kind === 'outbound'))
+      && !this.final && !this.net.destroyed
+  }
+
   /** Write without the caller-side checks (ring messages were checked by their producer). */
   write(bytes: Uint8Array): SendStatus {
-    if (bytes.length === 0) return 'ok'
-    this.net.write(bytes)
+    const net = this.net
+    if (bytes.length === 0) return this.wantWritable ? 'high-water' : 'ok'
+    // A chunk that leaves more than low water queued gets the (shared, allocation-free) flush
+    // callback: the queue crossing low water is seen as the chunks complete, not only when it is
+    // empty ('drain'), so a writer above high water resumes while the pipe is still full.
+    if (net.writableLength + bytes.length > this.water.low) net.write(bytes, this.onFlushed)
+    else net.write(bytes)
     this.svc.counters.add(C.bytesOut, bytes.length)
-    if (this.net.writableLength > 0) this.svc.watchdog.watchSend(this)
-    if (this.net.writableLength >= this.svc.limits.highWater) {
+    if (net.writableLength > 0) this.svc.watchdog.watchSend(this)
+    if (net.writableLength >= this.water.high) {
       if (!this.wantWritable) {
         this.wantWritable = true
         this.svc.slots.setFlags(this.id, F_HIGH_WATER)
@@ -198,6 +238,20 @@ export class SsSocket implements Lockable {
   close(how?: CloseModeArg): void {
     const mode = closeModeOf(how, 'sock.close')
     this.svc.dispatcher.locked(this, () => this.finalize('local', mode))
+  }
+
+  /**
+   * Half-close: end our write side once the queue has flushed (FIN) and keep reading. With
+   * connectionEnd the protocol sees the peer's FIN; when both directions are done the socket ends
+   * normally, released by whichever side finished it: the peer's FIN after our shutdown is a drop
+   * ('fin'); our shutdown after the peer's FIN (connectionEnd already ran) is a local close.
+   * Without connectionEnd a peer FIN is a drop as always. Idempotent; a no-op once it ended.
+   */
+  shutdown(): void {
+    if (this.writeShut || this.ended || this.final || this.phase === 'closing' || this.phase === 'closed') return
+    this.writeShut = true
+    if (this.readEnded) { this.svc.dispatcher.locked(this, () => this.finalize('local', 'graceful')); return }
+    this.net.end() // queued behind the pending writes, also while a one-shot socket still connects
   }
 
   pause(): void { this.userPaused = true; this.net.pause() }
@@ -253,7 +307,7 @@ export class SsSocket implements Lockable {
     this.svc.dispatcher.locked(this, () => {
       if (this.final) return
       if (typeof this.proto.connectionNew === 'function') this.hook('connectionNew')
-      else this.link(null)
+      else if (!this.isLinked) this.link(null) // a one-shot socket's data is linked from the start
     })
   }
 
@@ -364,8 +418,12 @@ export class SsSocket implements Lockable {
       // close it then: with no hook to see the FIN (unlinked, or a request pending) it is an
       // ordinary peer end, else the socket and its slot would leak (hardening bug 7).
       this.svc.dispatcher.locked(this, () => {
-        if (this.runnable()) this.hook('connectionEnd')
-        else this.peerEnded()
+        if (!this.runnable()) { this.peerEnded(); return }
+        this.readEnded = true
+        this.hook('connectionEnd')
+        // Both directions are done (our side was shut before the peer's FIN): the socket ends,
+        // and the peer's FIN, which finished it, releases the data (connectionDrop 'fin').
+        if (this.writeShut && !this.ended && !this.final) this.peerEnded()
       })
       return
     }
@@ -388,8 +446,12 @@ export class SsSocket implements Lockable {
     this.dropped(dropReasonOf(err))
   }
 
-  private onDrain = (): void => {
-    if (!this.wantWritable || this.net.writableLength >= this.svc.limits.highWater) return
+  /**
+   * A chunk flushed (write callback) or the queue emptied ('drain'): once a queue that went above
+   * high water is down to low water, foreign sends are accepted again and connectionWritable runs.
+   */
+  private readonly onFlushed = (): void => {
+    if (!this.wantWritable || this.net.writableLength > this.water.low) return
     this.wantWritable = false
     this.svc.slots.clearFlags(this.id, F_HIGH_WATER)
     this.svc.dispatcher.locked(this, () => { if (this.runnable()) this.hook('connectionWritable') })
@@ -398,7 +460,9 @@ export class SsSocket implements Lockable {
   private onClose = (): void => {
     if (this.phase === 'connecting') {
       this.phase = 'closed'
-      this.owner?.connectFailed(this, this.lastError ?? new Error('connection closed before it was established'))
+      const error = this.lastError ?? new Error('connection closed before it was established')
+      if (this.owner) this.owner.connectFailed(this, error)
+      else this.openFailed(error)
     } else {
       if (!this.ended && !this.final) this.dropped(this.lastError ? dropReasonOf(this.lastError) : 'fin')
       this.phase = 'closed'
@@ -428,7 +492,46 @@ export class SsSocket implements Lockable {
     if (this.phase !== 'connecting') return
     this.phase = 'open'
     this.svc.slots.setState(this.id, ST_ESTABLISHED)
-    this.owner?.established(this)
+    if (this.owner) { this.owner.established(this); return }
+    this.svc.counters.add(C.outboundConnected)
+    this.started()
+  }
+
+  // ---------------- one-shot outbound sockets (ctx.open) ----------------
+  //
+  //   opening ──connect──▶ open ──▶ (as any socket: drop, close, shutdown)
+  //      └── refused / unreachable / connect timeout ──▶ connectionDrop(sock, 'connect-failed', error)
+  //
+  // No owner: no failover, no retry, no gate. Data is linked from the start (ctx.open's `data`),
+  // so it is released exactly once whatever happens. The connect deadline is on the shard's
+  // housekeeping tick (watchdog.ts), not a timer per socket.
+
+  /** Start connecting a one-shot socket (ctx.open created `net` with net.connect). */
+  opening(connectTimeoutMs: number): void {
+    this.connecting()
+    this.svc.watchdog.watchConnect(this, connectTimeoutMs)
+  }
+
+  /** The connect deadline passed (watchdog): a failed connect. */
+  connectTimedOut(ms: number): void {
+    if (this.phase !== 'connecting') return
+    this.lastError = new SyncsockError('ERR_SS_TIMEOUT', `connect to ${this.remoteAddress ?? ''}:${this.remotePort ?? ''} timed out after ${ms} ms`)
+    this.net.destroy() // 'close' while connecting → openFailed
+  }
+
+  /** A one-shot socket's connect failed: its data is released by connectionDrop with the cause. */
+  private openFailed(error: Error): void {
+    this.svc.counters.add(C.connectFailed)
+    this.svc.counters.add(connectFailCounter(error))
+    this.svc.dispatcher.locked(this, () => {
+      // An intentional close recorded meanwhile wins (F1): connectionClose, not a drop.
+      const req = this.svc.slots.takeFlags(this.id, REQ_BITS)
+      if (req) this.applyRequests(req)
+      if (this.ended || this.final) return
+      this.ended = true
+      if (this.isLinked) this.hook('connectionDrop', 'connect-failed', error)
+      this.dropLink()
+    })
   }
 
   /** Mark an accepted socket established. */

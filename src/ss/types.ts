@@ -3,7 +3,7 @@
 // (Tempesta's sync_socket.h defines SsHooks); src/hooks implements protocols against it and
 // re-exports these types. Types and one constant only: no code, no imports.
 
-export type DropReason = 'fin' | 'reset' | 'error' | 'send-timeout' | 'liveness' | 'ready-timeout'
+export type DropReason = 'fin' | 'reset' | 'error' | 'send-timeout' | 'liveness' | 'ready-timeout' | 'connect-failed'
 /** Why failover runs: the incarnation was dropped, or a hook of it threw ('hook-error'). */
 export type FailoverReason = DropReason | 'hook-error'
 export type CloseCause = 'local' | 'foreign' | 'unlink' | 'shutdown' | 'hook-error'
@@ -13,7 +13,8 @@ export type CloseMode = 'graceful' | 'abort'
  * (graceful), the mode, or `{ mode }` (DESIGN §3). Anything else throws ERR_SS_BAD_OPTION.
  */
 export type CloseModeArg = CloseMode | { mode?: CloseMode }
-export type SocketKind = 'client' | 'server'
+/** 'client': accepted; 'server': an incarnation of a persistent server connection; 'outbound': ctx.open */
+export type SocketKind = 'client' | 'server' | 'outbound'
 
 /**
  * sock.send's answer. Accepted: 'ok', or 'high-water' (accepted, but the queue is above its

@@ -1,4 +1,4 @@
-// The send and close timeouts of one shard's sockets, scanned by the shard's housekeeping tick
+// The connect, send and close timeouts of one shard's sockets, scanned by the shard's housekeeping tick
 // (no timer per socket). It owns the per-socket bookkeeping both need and nothing else touches it.
 //
 // S3 (Kuma #5373): a peer that reads nothing for sendTimeoutMs while we have bytes queued is
@@ -22,6 +22,7 @@ export interface Watched {
   readonly final: boolean
   dropped(reason: 'send-timeout'): void
   abortNow(): void
+  connectTimedOut(ms: number): void
 }
 
 export interface WatchdogLimits { sendTimeoutMs: number; closeTimeoutMs: number }
@@ -31,6 +32,8 @@ export class Watchdog {
   private readonly sending = new Map<Watched, { flushed: number; at: number }>()
   /** socket → since when it waits for the peer's FIN with nothing left to flush */
   private readonly closing = new Map<Watched, number>()
+  /** one-shot socket still connecting → its deadline, and the timeout it was given */
+  private readonly connecting = new Map<Watched, { deadline: number; ms: number }>()
   private readonly limits: WatchdogLimits
   private readonly counters: CounterBlock
 
@@ -48,13 +51,21 @@ export class Watchdog {
   /** The socket began a graceful close. */
   watchClose(s: Watched): void { if (!this.closing.has(s)) this.closing.set(s, Date.now()) }
 
+  /** A one-shot socket connects: fail it if it is still connecting `ms` from now. */
+  watchConnect(s: Watched, ms: number): void { this.connecting.set(s, { deadline: Date.now() + ms, ms }) }
+
   /** The socket is gone. */
   forget(s: Watched): void {
     this.sending.delete(s)
     this.closing.delete(s)
+    this.connecting.delete(s)
   }
 
   scan(now: number): void {
+    for (const [s, c] of this.connecting) {
+      if (s.phase !== 'connecting') { this.connecting.delete(s); continue }
+      if (now >= c.deadline) { this.connecting.delete(s); s.connectTimedOut(c.ms) }
+    }
     for (const [s, p] of this.sending) {
       if (s.phase !== 'open' && s.phase !== 'closing') { this.sending.delete(s); continue }
       if (s.net.writableLength === 0) { this.sending.delete(s); continue }

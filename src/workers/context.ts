@@ -14,9 +14,10 @@ import type { Dispatcher, HookFailure } from '../ss/upcall.ts'
 import type { ConnManager, ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
-  ConnectOptions, Protocol, RemoteSendStatus, RequestStatus, ShardContext, SocketTimer,
+  ConnectOptions, CtxSendStatus, OpenOptions, Protocol, RequestStatus, ShardContext, SocketTimer,
   SsSocketApi,
 } from '../hooks/types.ts'
+import { parseOpenOptions, type OpenConfig } from './options.ts'
 
 /** What the context needs from its shard. */
 export interface ContextHost {
@@ -31,6 +32,7 @@ export interface ContextHost {
   readonly isStopping: boolean
   readonly config: unknown
   socketFor(id: number): SsSocket | null
+  open(cfg: OpenConfig): number
   connFor(id: number): ServerConn | null
   hookFailed(s: SsSocket, f: HookFailure): void
 }
@@ -48,14 +50,20 @@ export function makeContext(host: ContextHost): ShardContext {
     shards: host.shardCount,
     config: host.config,
     get stopping() { return host.isStopping },
-    send(id: number, bytes: Uint8Array): RemoteSendStatus {
+    send(id: number, bytes: Uint8Array): CtxSendStatus {
       foreign.check(id)
       if (idShard(id) !== host.shard) return foreign.send(id, bytes)
       if (!(bytes instanceof Uint8Array)) throw new SyncsockError('ERR_SS_BAD_OPTION', 'send takes a Uint8Array or Buffer')
       const s = host.socketFor(id)
       if (!s) return host.slots.live(id) ? 'ERR_SS_NOT_CONNECTED' : 'ERR_SS_STALE'
+      // The same answers as sock.send: accepted above high water is 'high-water' (the caller
+      // should wait for connectionWritable), not 'ok' (issue #8: a local send by id lost it).
       const st = s.send(bytes)
-      return st === 'ok' || st === 'high-water' ? 'ok' : st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
+      return st === 'ERR_SS_QUEUE_FULL' ? 'ERR_SS_BACKPRESSURE' : st
+    },
+    open(opts: OpenOptions): number {
+      if (host.isStopping) throw new SyncsockError('ERR_SS_STOPPED', 'engine is stopping: no new connections')
+      return host.open(parseOpenOptions(opts, (p) => p in host.protocols))
     },
     close(id: number, how?: CloseModeArg): RequestStatus {
       foreign.check(id)

@@ -29,6 +29,8 @@ export interface EngineOptions {
   ringBytes?: number
   /** send queue high-water mark per socket, bytes (default 1 MiB) */
   highWater?: number
+  /** send queue low-water mark: connectionWritable once a queue that went above high water drains to it (default highWater / 2) */
+  lowWater?: number
   /** hard cap of a socket's send queue, bytes (default 16 MiB) */
   maxQueue?: number
   /** a peer that reads nothing for this long while we have bytes queued is dropped (default 30 s) */
@@ -66,6 +68,10 @@ export interface ListenOptions {
   host?: string
   protocol: string
   backlog?: number
+  /** send-queue high-water mark of this listener's sockets (default: the engine's highWater) */
+  highWater?: number
+  /** their low-water mark: connectionWritable once a queue drains to it (default highWater / 2) */
+  lowWater?: number
 }
 
 export interface Listener {
@@ -99,11 +105,13 @@ interface ShardHandle {
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
   exited: Promise<number>
   dead: boolean
+  /** what the shard reported still open as it left after stop (a handle that keeps it alive) */
+  lingering?: unknown
 }
 
 const RPC_TIMEOUT_MS = 30_000
 /** Counters that are levels of a shard's current state: zeroed when that shard dies. */
-const GAUGES = (['active', 'connecting', 'listeners', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns',
+const GAUGES = (['active', 'connecting', 'listeners', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns', 'gates',
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs'] satisfies CounterName[]).map((n) => C[n])
 /** how long a failed engine.connect waits for the connections it abandoned to release their slots */
 const ABANDON_WAIT_MS = 2000
@@ -204,6 +212,7 @@ export class Engine extends EventEmitter {
         if (m.ok) p.resolve(m.value)
         else p.reject(new SyncsockError(asCode(m.error.code, 'ERR_SS_LISTEN'), m.error.message))
       } else if (m.t === 'event') {
+        if (m.type === 'lingering') { h.lingering = m.detail.handles; return } // stop's exit, below
         if (m.type === 'boot-error') {
           // The hooks module threw while loading or defining its protocols: an option problem.
           clearTimeout(bootTimer)
@@ -229,7 +238,7 @@ export class Engine extends EventEmitter {
 
   private onShardEvent(type: string, detail: Record<string, unknown>): void {
     if (this.listenerCount(type) > 0) this.emit(type, detail)
-    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit' || type === 'shard-down') {
+    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit' || type === 'shard-down' || type === 'shard-terminated') {
       process.emitWarning(`${type}: ${JSON.stringify(detail)}`, { code: 'SYNCSOCK' })
     }
   }
@@ -331,9 +340,9 @@ export class Engine extends EventEmitter {
   /** Open the same port on every shard (SO_REUSEPORT). Port 0: shard 0 picks, the rest join it. */
   async listen(opts: ListenOptions): Promise<Listener> {
     this.assertRunning()
-    const { port: wanted, host, protocol, backlog } = parseListenOptions(opts)
+    const { port: wanted, host, protocol, backlog, water } = parseListenOptions(opts)
     const key = this.nextKey++
-    const spec: ListenSpec = { key, port: wanted, host, protocol, backlog }
+    const spec: ListenSpec = { key, port: wanted, host, protocol, backlog, water }
     // A shard that is down (restarting, or down for good) is skipped: a replacement reopens every
     // listener of listenSpecs when it boots.
     const up = this.shards.filter((h) => !h.dead)
@@ -452,7 +461,12 @@ export class Engine extends EventEmitter {
       const timeout = new Promise<'timeout'>((r) => { t = setTimeout(() => r('timeout'), 1000) })
       const r = await Promise.race([h.exited, timeout])
       clearTimeout(t)
-      if (r === 'timeout') await h.worker.terminate()
+      if (r === 'timeout') {
+        // Counted and reported with the shard's open handles: stop must leave none (§6b.5).
+        this.counters.add(C.shardsTerminated)
+        this.onShardEvent('shard-terminated', { shard: h.index, handles: h.lingering ?? [] })
+        await h.worker.terminate()
+      }
     }))
     this.listenSpecs.clear()
   }

@@ -15,6 +15,7 @@ export interface ShardInit {
 
 export interface ShardLimits {
   highWater: number
+  lowWater: number
   maxQueue: number
   sendTimeoutMs: number
   closeTimeoutMs: number
@@ -28,6 +29,8 @@ export interface ListenSpec {
   host: string
   protocol: string
   backlog: number
+  /** per-listener water marks (null: the engine's) */
+  water: { high: number; low: number } | null
 }
 
 export type ToShard =

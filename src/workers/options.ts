@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { SyncsockError, badOption, checkInt } from '../ss/errors.ts'
-import { checkBool, optionsObject, rejectUnknownKeys, shown } from '../ss/options.ts'
+import { checkBool, optionsObject, rejectUnknownKeys, shown, waterMarksOf, type WaterMarkOptions } from '../ss/options.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type { ConnectOptions } from '../hooks/types.ts'
 import type { ShardLimits } from './messages.ts'
@@ -33,7 +33,7 @@ export interface EngineConfig {
 
 const ENGINE_KEYS = [
   'shards', 'hooks', 'config', 'tasks', 'blocking', 'maxSocketsPerShard', 'ringBytes', 'highWater',
-  'maxQueue', 'sendTimeoutMs', 'closeTimeoutMs', 'drainBudget', 'maxConnectsInFlight',
+  'lowWater', 'maxQueue', 'sendTimeoutMs', 'closeTimeoutMs', 'drainBudget', 'maxConnectsInFlight',
   'restartShards', 'bootTimeoutMs', 'maxRestarts', 'restartWindowMs',
 ] as const
 /** In DESIGN §3 but not built yet: refused loudly rather than silently ignored. */
@@ -48,8 +48,10 @@ export function parseEngineOptions(opts: unknown): EngineConfig {
   }
   const shards = o.shards === undefined || o.shards === 'auto'
     ? Math.min(availableParallelism(), MAX_SHARDS) : checkInt('shards', o.shards, 1, MAX_SHARDS)
+  const highWater = checkInt('highWater', o.highWater ?? 1 << 20, 1024, 2 ** 31)
   const limits: ShardLimits = {
-    highWater: checkInt('highWater', o.highWater ?? 1 << 20, 1024, 2 ** 31),
+    highWater,
+    lowWater: checkInt('lowWater', o.lowWater ?? Math.floor(highWater / 2), 0, highWater),
     maxQueue: checkInt('maxQueue', o.maxQueue ?? 16 << 20, 1024, 2 ** 40),
     sendTimeoutMs: checkInt('sendTimeoutMs', o.sendTimeoutMs ?? 30_000, 10, 86_400_000),
     closeTimeoutMs: checkInt('closeTimeoutMs', o.closeTimeoutMs ?? 10_000, 10, 86_400_000),
@@ -92,9 +94,9 @@ function cloneConfig(c: unknown): unknown {
   }
 }
 
-export interface ListenConfig { port: number; host: string; protocol: string; backlog: number }
+export interface ListenConfig { port: number; host: string; protocol: string; backlog: number; water: WaterMarkOptions | null }
 
-const LISTEN_KEYS = ['port', 'host', 'protocol', 'backlog', 'tls'] as const
+const LISTEN_KEYS = ['port', 'host', 'protocol', 'backlog', 'highWater', 'lowWater', 'tls'] as const
 
 /** listen options. The protocol's existence is checked by the shards (only they load the hooks). */
 export function parseListenOptions(opts: unknown): ListenConfig {
@@ -105,7 +107,7 @@ export function parseListenOptions(opts: unknown): ListenConfig {
   const host = o.host ?? '127.0.0.1'
   if (typeof host !== 'string' || host.length === 0) badOption('host', 'a non-empty string', host)
   if (typeof o.protocol !== 'string' || o.protocol.length === 0) badOption('protocol', 'a protocol name', o.protocol)
-  return { port, host, protocol: o.protocol, backlog: checkInt('backlog', o.backlog ?? 4096, 1, 1 << 20) }
+  return { port, host, protocol: o.protocol, backlog: checkInt('backlog', o.backlog ?? 4096, 1, 1 << 20), water: waterMarksOf(o, 'listen') }
 }
 
 export interface ConnectPlan {
@@ -141,4 +143,31 @@ export function parseStopOptions(opts: unknown): { graceMs: number } {
   }
   rejectUnknownKeys(opts, STOP_KEYS, 'stop options')
   return { graceMs: checkInt('graceMs', (opts as { graceMs?: unknown }).graceMs ?? 5000, 0, 3_600_000) }
+}
+
+/** ctx.open options, normalized. */
+export interface OpenConfig {
+  host: string
+  port: number
+  protocol: string
+  data: unknown
+  connectTimeoutMs: number
+  water: WaterMarkOptions | null
+}
+
+const OPEN_KEYS = ['host', 'port', 'protocol', 'data', 'connectTimeoutMs', 'highWater', 'lowWater'] as const
+
+/** ctx.open options (checked in the calling shard, which knows its protocols). */
+export function parseOpenOptions(opts: unknown, known: (p: string) => boolean): OpenConfig {
+  const o = optionsObject(opts, 'ctx.open options')
+  rejectUnknownKeys(o, OPEN_KEYS, 'ctx.open options')
+  if (typeof o.host !== 'string' || o.host.length === 0) badOption('host', 'a non-empty string', o.host)
+  const port = checkInt('port', o.port, 1, 65535)
+  if (typeof o.protocol !== 'string' || !known(o.protocol)) badOption('protocol', 'a protocol defined by the hooks module', o.protocol)
+  return {
+    host: o.host, port, protocol: o.protocol,
+    data: o.data === undefined ? null : o.data,
+    connectTimeoutMs: checkInt('connectTimeoutMs', o.connectTimeoutMs ?? 5000, 1, 3_600_000),
+    water: waterMarksOf(o, 'ctx.open'),
+  }
 }

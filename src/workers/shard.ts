@@ -4,10 +4,10 @@
 // Must never block (S1): no Atomics.wait, no sync fs, no lock held across an await.
 
 import { parentPort, workerData } from 'node:worker_threads'
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import {
-  Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, F_REQ_CLOSE, F_REQ_ABORT,
+  Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, ST_CONNECTING, F_REQ_CLOSE, F_REQ_ABORT,
   idShard, idSlot,
 } from '../ss/layout.ts'
 import { CounterBlock } from '../ss/counters.ts'
@@ -25,6 +25,7 @@ import { normalizeConnect } from '../hooks/retry.ts'
 import { Liveness } from '../hooks/liveness.ts'
 import type { ConnectOptions, Protocol, ShardContext } from '../hooks/types.ts'
 import { makeContext, type ContextHost } from './context.ts'
+import type { OpenConfig } from './options.ts'
 import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
 
 class Shard implements ConnServices, ContextHost {
@@ -79,6 +80,7 @@ class Shard implements ConnServices, ContextHost {
       budget: this.limits.drainBudget,
       onRecord: this.onRecord,
       onWake: this.onWake,
+      onDrained: this.onDrained,
     })
     this.loopDelay.enable()
     // The referenced handle that keeps this worker alive while it waits on its doorbell
@@ -139,7 +141,7 @@ class Shard implements ConnServices, ContextHost {
       return
     }
     net.setNoDelay(true)
-    const s = new SsSocket(this, id, 'client', spec.protocol, this.protocols[spec.protocol], net)
+    const s = new SsSocket(this, id, 'client', spec.protocol, this.protocols[spec.protocol], net, null, spec.water)
     this.register(s)
     this.counters.add(C.accepted)
     s.accepted()
@@ -153,13 +155,22 @@ class Shard implements ConnServices, ContextHost {
     if (recordOp(ring.dv, off) !== OP_SEND) return more
     this.counters.add(C.ringRecv)
     const s = this.socketFor(recordId(ring.dv, off))
-    if (!s || s.phase !== 'open' || s.final) {
+    if (!s || !s.acceptsWrites()) {
       this.counters.add(C.sendFailed) // accepted earlier; reported failed: the socket ended (S2)
       return more
     }
+    // Cork for the rest of the drain pass: many small messages to one socket (fragments, or a
+    // producer's burst) go out in one writev, not one write syscall each.
+    if (s.net.writableCorked === 0) { s.net.cork(); this.corked.push(s) }
     // Copy out: the ring's bytes are reused as soon as the drain publishes its head.
     s.write(Buffer.from(recordPayload(ring.u8, off, len)))
     return more
+  }
+
+  private readonly corked: SsSocket[] = []
+  private onDrained = (): void => {
+    for (const s of this.corked) if (s.net.writableCorked > 0) s.net.uncork()
+    this.corked.length = 0
   }
 
   private readonly reqSlots: number[] = []
@@ -278,10 +289,35 @@ class Shard implements ConnServices, ContextHost {
     return Promise.resolve(true)
   }
 
+  /** ctx.open: a one-shot outbound socket of this shard (socket.ts, "one-shot outbound sockets"). */
+  open(cfg: OpenConfig): number {
+    const id = this.slots.alloc(0, ST_CONNECTING)
+    if (id < 0) throw new SyncsockError('ERR_SS_SLOTS_EXHAUSTED', `shard ${this.shard} has no free slot`)
+    this.counters.add(C.outboundOpened)
+    // allowHalfOpen: a peer's FIN does not end our side; the socket's onEnd decides (half-close).
+    const net = netConnect({ host: cfg.host, port: cfg.port, noDelay: true, allowHalfOpen: true })
+    const s = new SsSocket(this, id, 'outbound', cfg.protocol, this.protocols[cfg.protocol], net, null, cfg.water)
+    this.register(s)
+    s.link(cfg.data) // linked from the start: released exactly once, even if the connect fails
+    s.opening(cfg.connectTimeoutMs)
+    return id
+  }
+
+  /** engine.connect's share for this shard: all or nothing (the engine undoes the other shards'). */
   private connectMany(opts: ConnectOptions, count: number): number[] {
     const cfg = normalizeConnect(opts, (p) => p in this.protocols)
     const ids: number[] = []
-    for (let i = 0; i < count; i++) ids.push(this.conns.create(this.protocols[cfg.protocol], cfg))
+    try {
+      for (let i = 0; i < count; i++) ids.push(this.conns.create(this.protocols[cfg.protocol], cfg))
+    } catch (e) {
+      // The ids were never returned: nobody could ever close these connections (hardening bug 6).
+      for (const id of ids) {
+        const s = this.socketFor(id)
+        if (s) this.dispatcher.locked(s, () => s.finalize('foreign', 'abort'))
+        else { const c = this.connFor(id); if (c) this.dispatcher.locked(c, () => c.closeIdle()) }
+      }
+      throw e
+    }
     return ids
   }
 
@@ -320,7 +356,12 @@ class Shard implements ConnServices, ContextHost {
     this.inbox.stop()
     Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 0)
     // With every handle gone the worker ends by itself; main terminates it if user code left any.
-    setImmediate(() => this.port.close())
+    setImmediate(() => {
+      // Anything still open keeps this thread alive and main terminates it: say what (§6b.5).
+      const handles = process.getActiveResourcesInfo().filter((r) => r !== 'MessagePort')
+      if (handles.length > 0) this.report('lingering', { handles })
+      this.port.close()
+    })
   }
 }
 
