@@ -3,7 +3,7 @@
 // lost, a dead connection is not resurrected (bug 3), boot failures reject Engine.start, restarts
 // are bounded (bug 9), and a shard that stays down answers for its ids (bug 10). Real loopback
 // sockets, real shard threads, bounded waits only; every engine is stopped and no handle is left.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import net from 'node:net'
 import { writeFileSync, rmSync } from 'node:fs'
@@ -307,6 +307,15 @@ test("with restartShards: false a dead shard's ids answer ERR_SS_SHARD_DIED to s
     assert.ok(echoed.every((x) => x.toString() === 'still here'))
     st = engine.stats()
     assert.is(st.shards[victim].active, 0)
+    // new server connections go to the shard that runs (a down shard does not fail the call),
+    // and a new listener opens on it alone
+    const more = await engine.connect({ host: HOST, port: b.port, protocol: 'up', count: 3 })
+    assert.ok(more.every((id) => idShard(id) === other), `ids ${more.map(idShard)}`)
+    const l2 = await engine.listen({ port: 0, protocol: 'echo' })
+    const c2 = await connect(l2.port)
+    c2.on('error', () => {})
+    clients.push(c2)
+    assert.is((await roundTrip(c2, 'new listener')).toString(), 'new listener')
   } finally {
     for (const c of clients) c.destroy()
     await finish(engine, rec, b)

@@ -376,7 +376,13 @@ export class Engine extends EventEmitter {
     const { spec, count, shard } = parseConnectOptions(opts, this.layout.shards)
     const per = new Array<number>(this.layout.shards).fill(0)
     if (shard !== undefined) per[shard] = count
-    else for (let i = 0; i < count; i++) per[this.nextConnShard++ % this.layout.shards]++
+    else {
+      // Round robin over the shards that run: one that is down (restarting, or for good) would
+      // fail the whole call (all or nothing) for no reason of the caller's.
+      const up = this.shards.filter((h) => !h.dead).map((h) => h.index)
+      if (up.length === 0) throw new SyncsockError('ERR_SS_SHARD_DIED', 'no shard is running')
+      for (let i = 0; i < count; i++) per[up[this.nextConnShard++ % up.length]]++
+    }
     const made: { shard: number; entry: { opts: ConnectOptions; ids: number[] } }[] = []
     const res = await Promise.allSettled(per.map(async (n, i) => {
       if (n === 0) return
