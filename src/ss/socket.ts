@@ -98,6 +98,16 @@ export function dropReasonOf(err: Error | undefined): DropReason {
   return code === 'ECONNRESET' || code === 'EPIPE' ? 'reset' : 'error'
 }
 
+/** The SsSocket a net socket belongs to (set once, in the constructor). */
+const SOCK: unique symbol = Symbol('syncsock.sock')
+type NetOf = Socket & { [SOCK]: SsSocket }
+function netData(this: NetOf, chunk: Buffer): void { this[SOCK].onData(chunk) }
+function netEnd(this: NetOf): void { this[SOCK].onEnd() }
+function netError(this: NetOf, err: Error): void { this[SOCK].onError(err) }
+function netClose(this: NetOf): void { this[SOCK].onClose() }
+function netDrain(this: NetOf): void { this[SOCK].flushed() }
+function netConnect(this: NetOf): void { this[SOCK].onConnect() }
+
 /** One incarnation. It is the `sock` hooks get: src/workers/context.ts checks it conforms to SsSocketApi. */
 export class SsSocket implements Lockable {
   readonly id: number
@@ -129,6 +139,8 @@ export class SsSocket implements Lockable {
   private readEnded = false
   /** our write side was ended by shutdown() (FIN after the flush) */
   private writeShut = false
+  /** write callback for chunks that leave more than low water queued; made on first need */
+  private flushCb: (() => void) | null = null
   /** send queue water marks of this incarnation */
   readonly water: WaterMarks
   /** the error that ended it (connect failures read it) */
@@ -147,11 +159,14 @@ export class SsSocket implements Lockable {
     this.net = net
     this.owner = owner
     this.lockIdx = svc.slots.lockIdx(id)
-    net.on('data', this.onData)
-    net.on('end', this.onEnd)
-    net.on('error', this.onError)
-    net.on('close', this.onClose)
-    net.on('drain', this.onFlushed)
+    // Shared listeners (module functions with `this` = the net socket), not closures per socket:
+    // a connection costs no function allocations for its events (issue #8: per-connection cost).
+    ;(net as NetOf)[SOCK] = this
+    net.on('data', netData)
+    net.on('end', netEnd)
+    net.on('error', netError)
+    net.on('close', netClose)
+    net.on('drain', netDrain)
   }
 
   // ---------------- the user API (SsSocketApi) ----------------
@@ -220,7 +235,7 @@ export class SsSocket implements Lockable {
     // A chunk that leaves more than low water queued gets the (shared, allocation-free) flush
     // callback: the queue crossing low water is seen as the chunks complete, not only when it is
     // empty ('drain'), so a writer above high water resumes while the pipe is still full.
-    if (net.writableLength + bytes.length > this.water.low) net.write(bytes, this.onFlushed)
+    if (net.writableLength + bytes.length > this.water.low) net.write(bytes, this.flushCb ??= () => this.flushed())
     else net.write(bytes)
     this.svc.counters.add(C.bytesOut, bytes.length)
     if (net.writableLength > 0) this.svc.watchdog.watchSend(this)
@@ -272,7 +287,7 @@ export class SsSocket implements Lockable {
 
   /** Call a hook (caller holds the lock). A failing hook aborts the socket (cause hook-error). */
   hook(name: HookName, a?: unknown, b?: unknown): unknown {
-    return this.svc.dispatcher.call(this.proto, name, this.onHookFail, this, a, b)
+    return this.svc.dispatcher.call(this.proto, name, this, a, b)
   }
 
   /**
@@ -283,7 +298,7 @@ export class SsSocket implements Lockable {
    * already released, and a throwing failover/retry is a connection-level decision the owner
    * replaces by its default (server.ts).
    */
-  private readonly onHookFail = (f: HookFailure): void => {
+  hookError(f: HookFailure): void {
     this.svc.hookFailed(this, f)
     if (f.hook === 'connectionClose' || f.hook === 'connectionDrop' || f.hook === 'failover' || f.hook === 'retry') return
     this.hookFailed()
@@ -390,7 +405,7 @@ export class SsSocket implements Lockable {
 
   // ---------------- net events ----------------
 
-  private onData = (chunk: Buffer): void => {
+  onData(chunk: Buffer): void {
     if (this.recvCount++ === 0 && this.owner) this.owner.firstData(this)
     this.svc.counters.add(C.bytesIn, chunk.length)
     const d = this.svc.dispatcher
@@ -412,7 +427,7 @@ export class SsSocket implements Lockable {
     }
   }
 
-  private onEnd = (): void => {
+  onEnd(): void {
     if (typeof this.proto.connectionEnd === 'function' && this.phase === 'open') {
       // Half-open: the peer is done sending; we may still write until we close. Only a hook can
       // close it then: with no hook to see the FIN (unlinked, or a request pending) it is an
@@ -440,7 +455,7 @@ export class SsSocket implements Lockable {
     else if (!this.net.writableEnded) this.net.end()
   }
 
-  private onError = (err: Error): void => {
+  onError(err: Error): void {
     this.lastError = err
     if (this.phase === 'connecting') return // 'close' follows; the owner treats it as a connect failure
     this.dropped(dropReasonOf(err))
@@ -450,14 +465,14 @@ export class SsSocket implements Lockable {
    * A chunk flushed (write callback) or the queue emptied ('drain'): once a queue that went above
    * high water is down to low water, foreign sends are accepted again and connectionWritable runs.
    */
-  private readonly onFlushed = (): void => {
+  flushed(): void {
     if (!this.wantWritable || this.net.writableLength > this.water.low) return
     this.wantWritable = false
     this.svc.slots.clearFlags(this.id, F_HIGH_WATER)
     this.svc.dispatcher.locked(this, () => { if (this.runnable()) this.hook('connectionWritable') })
   }
 
-  private onClose = (): void => {
+  onClose(): void {
     if (this.phase === 'connecting') {
       this.phase = 'closed'
       const error = this.lastError ?? new Error('connection closed before it was established')
@@ -485,10 +500,10 @@ export class SsSocket implements Lockable {
   connecting(): void {
     this.phase = 'connecting'
     this.svc.slots.setState(this.id, ST_CONNECTING)
-    this.net.once('connect', this.onConnect)
+    this.net.once('connect', netConnect)
   }
 
-  private onConnect = (): void => {
+  onConnect(): void {
     if (this.phase !== 'connecting') return
     this.phase = 'open'
     this.svc.slots.setState(this.id, ST_ESTABLISHED)

@@ -33,6 +33,9 @@ export const HOOK_FAILED: unique symbol = Symbol('syncsock.hookFailed')
 
 export interface HookFailure { hook: HookName | 'timer'; error: unknown }
 
+/** What a hook is called on: it is the hook's `sock` argument and hears of the hook's failure. */
+export interface HookCaller { hookError(f: HookFailure): void }
+
 export class Dispatcher {
   private holding = -1
   private readonly afterRelease: (() => void)[] = []
@@ -112,13 +115,13 @@ export class Dispatcher {
   }
 
   /**
-   * Call one hook of `proto` (the caller holds the lock). Returns the hook's value, undefined if
-   * the protocol does not define it, or HOOK_FAILED if it threw or returned a Promise — the
-   * failure is counted and handed to `onFail`, which aborts the socket.
+   * Call one hook of `proto` (the caller holds the lock) with `sock` as its first argument.
+   * Returns the hook's value, undefined if the protocol does not define it, or HOOK_FAILED if it
+   * threw or returned a Promise — the failure is counted and handed to `sock.hookError`, which
+   * ends the incarnation.
    */
-  call(
-    proto: HookTable, name: HookName, onFail: (f: HookFailure) => void, sock: unknown, a?: unknown, b?: unknown,
-  ): unknown {
+  call(proto: HookTable, name: HookName, sock: HookCaller, a?: unknown, b?: unknown): unknown {
+    const onFail = sock
     const h = proto[name] as ((...a: unknown[]) => unknown) | undefined
     if (typeof h !== 'function') return undefined
     let v: unknown
@@ -126,13 +129,13 @@ export class Dispatcher {
       v = h.call(proto, sock, a, b)
     } catch (error) {
       this.counters.add(C.hookErrors)
-      onFail({ hook: name, error })
+      onFail.hookError({ hook: name, error })
       return HOOK_FAILED
     }
     if (v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function') {
       ;(v as Promise<unknown>).then(undefined, () => {}) // its rejection is not ours to crash on
       this.counters.add(C.hookErrors)
-      onFail({
+      onFail.hookError({
         hook: name,
         error: new SyncsockError('ERR_SS_HOOK', `hook ${name} returned a Promise: hooks are synchronous`),
       })
