@@ -92,7 +92,8 @@ if (phases.has('3')) {
   while (Date.now() < end - 20_000 || rounds === 0) {
     const s = subSeed()
     rounds++
-    const env = { ...process.env, SS_MODEL_SEED: String(s), SS_MODEL_RUNS: String(runs), SS_MODEL_CMDS: String(cmds) }
+    // soak budgets run far longer than a CI test's 60 s bound (test/uvu-timeout.ts)
+    const env = { ...process.env, SS_MODEL_SEED: String(s), SS_MODEL_RUNS: String(runs), SS_MODEL_CMDS: String(cmds), SS_TEST_TIMEOUT_MS: String(14 * 60_000) }
     const code = await new Promise<number | null>((resolve) => {
       const child = spawn(process.execPath, [new URL('../test/model-engine.test.ts', import.meta.url).pathname], { env, stdio: ['ignore', 'pipe', 'pipe'] })
       let out = ''
@@ -109,7 +110,7 @@ if (phases.has('3')) {
     })
     if (code !== 0) {
       failed(`the real engine (round ${rounds})`, `test/model-engine.test.ts failed with SS_MODEL_SEED=${s}`,
-        `SS_MODEL_SEED=${s} SS_MODEL_RUNS=${runs} SS_MODEL_CMDS=${cmds} node test/model-engine.test.ts`)
+        `SS_MODEL_SEED=${s} SS_MODEL_RUNS=${runs} SS_MODEL_CMDS=${cmds} SS_TEST_TIMEOUT_MS=${14 * 60_000} node test/model-engine.test.ts`)
     }
   }
 }
