@@ -1,14 +1,21 @@
 // SsSocket: one socket incarnation's life, top to bottom (Tempesta's sock.c).
 //
 //   connecting ──connect──▶ open ──peer FIN/RST/error, send-timeout, liveness──▶ dropped
-//        │                   │                                                     │
+//        │                   │ ╲                                                   │
+//        │                   │  shutdown() / peer FIN with connectionEnd: half-open;
+//        │                   │  both directions done ─▶ dropped ('fin') or closed ('local')
 //        └─connect failed    └─close('graceful'|'abort'), foreign close/unlink,    ▼
-//          (server conn: retry)  stop() ────────────────────────────────▶ closing ─▶ closed
+//          (server conn: retry; stop() ────────────────────────────────▶ closing ─▶ closed
+//           one-shot: drop 'connect-failed')
 //
+// Kinds: 'client' (accepted), 'server' (an incarnation of a ServerConn, its `owner`),
+// 'outbound' (a one-shot socket of ctx.open: no owner, data linked from the start).
 // Exactly one of three ends hands the linked data back (L2): `dropped` (peer/network ended it:
 // connectionDrop, then failover for a server connection), `finalize` (we ended it:
 // connectionClose; FINAL is set first, so F1 holds), or a local `unlink()` (returns the data).
 // `ended` records that the release happened; every later path checks it, under the lock.
+// A hook error ends the incarnation (hookFailed). The 'close' event's release of the slot is
+// queued behind work waiting for the lock, so nothing of this incarnation outlives its slot.
 // Only the owner shard touches this object (O1); foreign threads set request bits in the slot.
 
 import type { Socket } from 'node:net'
