@@ -1,14 +1,20 @@
 #!/usr/bin/env node
 // syncsock CLI.
-//   syncsock echo  [--port 7000] [--host 127.0.0.1] [--shards N|auto] [--stats-json]
-//   syncsock start   (what `npm start` runs: the echo engine on built-in defaults)
-// SIGTERM / SIGINT stop the engine cleanly (DESIGN §6b) and exit 0.
+//   syncsock proxy --listen HOST:PORT --backend HOST:PORT ...   the L4 proxy (src/proxy; --help)
+//   syncsock start   what `npm start` runs: the proxy on 127.0.0.1:8080 with two in-process echo backends
+//   syncsock echo  [--port 7000] [--host 127.0.0.1] [--shards N|auto] [--stats-json]   (tests, benches)
+// SIGTERM / SIGINT stop cleanly and exit 0. Exit 2: bad command, flag or value; 1: could not start.
+// Imports only the public API and the proxy (which itself imports only the public API).
 import { parseArgs } from 'node:util'
 import { Engine, SyncsockError } from '../src/index.ts'
+import { loadProxyConfig, parseProxyArgs, ProxyUsageError, PROXY_HELP, type ProxyArgs, type ProxyConfig } from '../src/proxy/config.ts'
+import { runProxy, type ProxyIo } from '../src/proxy/main.ts'
+import { DEMO_LISTEN, demoBanner, demoConfig, echoBackend, portFree } from '../src/proxy/demo.ts'
 
 const USAGE = `usage:
-  syncsock echo [--port 7000] [--host 127.0.0.1] [--shards N|auto] [--stats-json] [--quiet]
-  syncsock start`
+  syncsock proxy --listen HOST:PORT --backend HOST:PORT [--backend ...] [flags]   (syncsock proxy --help)
+  syncsock start        the proxy demo: 127.0.0.1:8080 in front of two in-process echo backends
+  syncsock echo [--port 7000] [--host 127.0.0.1] [--shards N|auto] [--stats-json] [--quiet]`
 
 async function echo(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -59,12 +65,63 @@ async function echo(argv: string[]): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'))
 }
 
+const stdio = (reload: (() => Promise<ProxyConfig>) | null): ProxyIo => ({
+  out: (line) => { process.stdout.write(`${line}\n`) },
+  err: (line) => { process.stderr.write(`${line}\n`) },
+  tty: process.stderr.isTTY === true,
+  reload,
+})
+
+async function proxy(argv: string[]): Promise<void> {
+  let args: ProxyArgs
+  let config: ProxyConfig
+  try {
+    args = parseProxyArgs(argv)
+    if (args.help) { process.stdout.write(PROXY_HELP); return }
+    config = await loadProxyConfig(args)
+  } catch (e) {
+    if (!(e instanceof ProxyUsageError)) throw e
+    console.error(`syncsock proxy: ${e.message}`)
+    process.exitCode = 2
+    return
+  }
+  const running = await runProxy(config, stdio(args.config ? () => loadProxyConfig(args) : null))
+  await running.done
+  process.exitCode = 0
+}
+
+/** The demo: two echo backends in this process, the proxy on 127.0.0.1:8080 in front of them. */
+async function start(argv: string[]): Promise<void> {
+  if (argv.length > 0) { console.error(`syncsock start: takes no arguments (got ${argv.join(' ')}); for your own setup use syncsock proxy --help`); process.exitCode = 2; return }
+  const free = await portFree(DEMO_LISTEN)
+  if (free !== true) {
+    console.error(`syncsock start: ${DEMO_LISTEN.host}:${DEMO_LISTEN.port} is not available (${free}): something else listens there. ` +
+      `Stop it, or run the proxy on another port: syncsock proxy --listen 127.0.0.1:8081 --backend HOST:PORT`)
+    process.exitCode = 1
+    return
+  }
+  const backends = [await echoBackend(), await echoBackend()]
+  try {
+    const running = await runProxy(demoConfig(backends.map((b) => b.at)), stdio(null))
+    const cli = process.argv[1]?.endsWith('.ts') ? 'node bin/syncsock.ts' : 'syncsock'
+    console.error(demoBanner(running.listening, backends.map((b) => b.at), running.engine.shardCount, cli))
+    await running.done
+    process.exitCode = 0
+  } finally {
+    await Promise.all(backends.map((b) => b.close()))
+  }
+}
+
 const [cmd, ...rest] = process.argv.slice(2)
 try {
-  if (cmd === 'echo') await echo(rest)
-  else if (cmd === 'start' || cmd === undefined) await echo(['--port', '7000'])
+  if (cmd === 'proxy') await proxy(rest)
+  else if (cmd === 'start') await start(rest)
+  else if (cmd === 'echo') await echo(rest)
+  else if (cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(USAGE)
   else { console.error(USAGE); process.exitCode = 2 }
 } catch (e) {
-  if (SyncsockError.is(e)) { console.error(`syncsock: ${e.code}: ${e.message}`); process.exitCode = 1 }
-  else throw e
+  if (SyncsockError.is(e)) {
+    console.error(`syncsock${cmd === 'proxy' || cmd === 'start' ? ` ${cmd}` : ''}: ${e.code}: ${e.message}`)
+    process.exitCode = 1
+  } else throw e
 }
