@@ -1,7 +1,7 @@
 // S3 — no deadlock by send (Kuma #5373): sending never waits for the peer. A bounded queue with a
 // high-water mark turns into connectionWritable; a peer that stops reading is dropped with
 // reason send-timeout after sendTimeoutMs; foreign sends are refused above high water.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { Engine } from '../src/index.ts'
 import { recordEvents, waitFor, connect, closed, leakedHandles, sleep } from './net-helpers.ts'

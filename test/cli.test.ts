@@ -1,6 +1,6 @@
 // The CLI as an operator runs it: `syncsock echo` serves on every shard, prints its address as
 // the first JSON line, and a SIGTERM stops it cleanly with exit code 0 (DESIGN §6b).
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'

@@ -1,6 +1,6 @@
 // Per-thread counter blocks (src/ss/counters.ts): one writer each, read by any thread through
 // the seqlock without tearing; summing adds events and takes the max of delay gauges.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { C, COUNTER_NAMES, Layout, T_SEQ } from '../src/ss/layout.ts'
 import { CounterBlock, readCounters, sumCounters } from '../src/ss/counters.ts'

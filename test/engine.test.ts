@@ -1,7 +1,7 @@
 // The engine core over real sockets and real shards: echo through every shard, the release of
 // linked data exactly once for every way a socket can end (L2), the documented outcome of
 // every way to misuse it.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { Engine, SyncsockError, reusePortSupported } from '../src/index.ts'
 import {

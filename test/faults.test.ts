@@ -6,7 +6,7 @@
 //   liveness can see), REJECT with tcp-reset, random loss (-m statistic), and a tc tbf slow link.
 //   Those skip with a printed reason where the machine forbids namespaces or lacks the tools;
 //   every namespace, veth and backend is removed in a finally block (and on process exit).
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { waitFor, sleep } from './net-helpers.ts'

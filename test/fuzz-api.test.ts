@@ -5,7 +5,7 @@
 // and afterwards the engine still echoes and stop() leaves no handle. The hooks-side entry points
 // (ctx.timer/close/send/unlink/connect, sock.send/close) are called from inside a hook by
 // fixtures/api-probe.ts with the same random values, carried over a TCP line.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import type net from 'node:net'

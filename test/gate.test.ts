@@ -1,7 +1,7 @@
 // Target gates (src/hooks/gate.ts; Icinga 2 #6517): while a target refuses, one probe at a time
 // tries it and the other connections park; when it comes back they all return with about one
 // attempt each; when it stays dead, maxAttempts probe rounds give one verdict for all of them.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { waitFor, sleep } from './net-helpers.ts'
 import { backend, freePort, startEngine, evs, incarnations, stopClean, type Backend } from './conn-helpers.ts'

@@ -2,7 +2,7 @@
 // layer (src/ss) defines the upcall contract and never imports the hooks layer or the workers;
 // the proxy (src/proxy) is built on the public API only (src/index.ts, its own files, node:
 // builtins), as an application would be; the CLI imports only the public API and the proxy.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'

@@ -1,7 +1,7 @@
 // The SharedArrayBuffer map (src/ss/layout.ts): bad options are refused at the door with a
 // typed error naming the option, a buffer that is not a layout is refused as bad memory, and
 // every region is in bounds, 64-byte aligned and disjoint, identically computed in every thread.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import {

@@ -5,7 +5,7 @@
 // after the peer's FIN (bug 7), and the lock guarantee of engine.close/unlink. Shard-level
 // lifecycles (crash, restart, boot) are in shard-lifecycle.test.ts. Real loopback sockets, real
 // shard threads, bounded waits only; every engine is stopped and no handle is left.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import type net from 'node:net'
 import { Engine, idShard, idSlot, type EngineOptions } from '../src/index.ts'

@@ -3,7 +3,7 @@
 // and one that is merely slow. The protocol's connectionIdle sends a ping each interval; any bytes
 // back answer it; `misses` unanswered probes drop the incarnation with reason 'liveness', which is
 // a failover (it was established), never a silent hang.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { waitFor, sleep } from './net-helpers.ts'
 import { backend, startEngine, evs, incarnations, stopClean, answered } from './conn-helpers.ts'

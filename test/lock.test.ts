@@ -1,6 +1,6 @@
 // The callback lock (src/ss/lock.ts): mutual exclusion across real threads, and R1 — a lock whose
 // holder died is broken exactly once, but only after the supervisor moved the holder's epoch on.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { Layout, S_LOCK, T_EPOCH } from '../src/ss/layout.ts'
 import { CallbackLock, LOCK_ACQUIRED, LOCK_BROKEN, LOCK_FAILED, lockHolder } from '../src/ss/lock.ts'

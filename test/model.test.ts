@@ -4,7 +4,7 @@
 // quiescent end. Then each deliberately broken variant must be caught: proof the checks can fail.
 // Budget: the CI scenarios below, explored completely (a few hundred thousand states, well under
 // 30 s on 2 cores). `npm run soak` explores larger scenarios and random walks.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { explore, replay, BUGS, type ExploreResult } from './model/protocol.ts'
 import { CI, BROKEN, byName } from './model/scenarios.ts'

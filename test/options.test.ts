@@ -2,7 +2,7 @@
 // ERR_SS_BAD_OPTION naming the key, every value is checked for type and range, a bad call changes
 // nothing, and close has one signature on engine, ctx and sock ('graceful' | 'abort' | { mode }).
 // Also: a partly failed engine.connect is all or nothing (hardening bug 6).
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import type net from 'node:net'
 import { Engine, SyncsockError, backoffDelay, type ErrorCode } from '../src/index.ts'

@@ -2,7 +2,7 @@
 // (sock.shutdown + connectionEnd), per-listener water marks and ctx.send's local answer, and the
 // lifecycle leaks the proxy probe found (a connection closed from its own failover/retry hook;
 // one target gate kept per connect forever).
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import net from 'node:net'
 import { Engine } from '../src/index.ts'

@@ -1,7 +1,7 @@
 // The SPSC ring and its doorbell (src/ss/ring.ts): FIFO with no loss or duplicate across real
 // threads through wraps and full rings (S2: full is refused, never a block or a drop),
 // fragments published whole or not at all, D1's drain budget, and no lost wake-up.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import { Layout } from '../src/ss/layout.ts'

@@ -2,7 +2,7 @@
 // shard threads: drop → failover → reconnect, refused → retry with backoff, reselect, give-up,
 // the ready deadline, stop() in every state a connection can be in, the drop/close race, and
 // option validation. Fault-proxy and namespace faults: faults.test.ts; liveness: liveness.test.ts.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import type { ChildProcess } from 'node:child_process'

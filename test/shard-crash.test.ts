@@ -1,7 +1,7 @@
 // R1: a shard that dies in the middle of a hook (holding that socket's callback lock) does not
 // wedge the engine: the supervisor bumps its epoch (its locks become breakable), restarts it,
 // resets its slot table (old ids answer ERR_SS_STALE) and reopens its listeners.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import { Engine, idShard } from '../src/index.ts'
 import { RECORDER, recordEvents, waitFor, connect, roundTrip, closed, leakedHandles, sleep } from './net-helpers.ts'

@@ -1,7 +1,7 @@
 // Slot tables and socket ids (src/ss/slots.ts, ids in src/ss/layout.ts): a freed and reused slot
 // rejects every id of its earlier incarnations, from any thread (no ABA); ids round-trip; foreign
 // request bits reach the owner exactly (Q1) and never leak into a later incarnation.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import fc from 'fast-check'
 import {
