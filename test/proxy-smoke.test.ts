@@ -2,7 +2,7 @@
 // test/proxy*.test.ts): the first stdout line is JSON with the listening address, clients reach
 // both backends (round robin) and get their bytes back, a client's FIN is forwarded while the
 // answer still flows back, SIGTERM drains and exits 0, and a bad flag is one line and exit 2.
-import { test } from 'uvu'
+import { test } from './uvu-timeout.ts'
 import * as assert from 'uvu/assert'
 import net from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
