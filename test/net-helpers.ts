@@ -10,6 +10,12 @@ export interface HookEvent {
   token?: string; reason?: string; cause?: string; len?: number; attempt?: number
   /** short chunks only (recorder.ts): the bytes as text */
   text?: string
+  /**
+   * The socket incarnation the hook ran for, posted on every event whether data is linked or not
+   * (recorder.ts, server-hooks.ts: one key per SsSocket object). A release hook that runs on data
+   * already handed back has no token, but it still has a life (L2).
+   */
+  life?: string
 }
 
 /** Listen to hook events of every shard. Call before Engine.start. */
@@ -72,14 +78,37 @@ export function leakedHandles(): string[] {
   return process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap' && r !== 'PipeWrap')
 }
 
-/** Exactly-once check: every token linked was released exactly once, and no hook used it after. */
+/** Release events: the hooks that hand linked data back (L2), and a local unlink's return. */
+const RELEASES = new Set(['drop', 'close', 'unlinked'])
+/** Connection-level hooks of a server connection: they run after the incarnation's release by design. */
+const AFTER_RELEASE_OK = new Set(['failover', 'retry'])
+
+/**
+ * Exactly-once check (L2), two ways:
+ * - by token: every token linked was released exactly once, and no hook used it after;
+ * - by incarnation (`life`, posted with or without linked data): no incarnation releases twice,
+ *   one that linked data (a `new` event) releases exactly once, and no hook of it runs after its
+ *   release — so a release hook that fires on data already handed back (no token left) is caught.
+ */
 export function checkReleasedOnce(events: HookEvent[]): string[] {
   const problems: string[] = []
   const released = new Map<string, number>()
   const order = new Map<string, number>()
+  const lifeReleases = new Map<string, number>()
+  const linkedLives = new Set<string>()
   events.forEach((e, i) => {
+    if (e.life !== undefined) {
+      if (e.ev === 'new') linkedLives.add(e.life)
+      if (RELEASES.has(e.ev)) {
+        const n = (lifeReleases.get(e.life) ?? 0) + 1
+        lifeReleases.set(e.life, n)
+        if (n > 1) problems.push(`${e.ev}${e.cause ? `(${e.cause})` : ''} on incarnation ${e.life} of ${e.id} after its release: release #${n}`)
+      } else if (lifeReleases.has(e.life) && !AFTER_RELEASE_OK.has(e.ev)) {
+        problems.push(`${e.ev} on incarnation ${e.life} of ${e.id} after its release`)
+      }
+    }
     if (!e.token) return
-    if (e.ev === 'drop' || e.ev === 'close' || e.ev === 'unlinked') {
+    if (RELEASES.has(e.ev)) {
       released.set(e.token, (released.get(e.token) ?? 0) + 1)
       order.set(e.token, i)
     } else if (order.has(e.token)) {
@@ -91,6 +120,9 @@ export function checkReleasedOnce(events: HookEvent[]): string[] {
       const n = released.get(e.token) ?? 0
       if (n !== 1) problems.push(`token ${e.token} released ${n} times`)
     }
+  }
+  for (const life of linkedLives) {
+    if (!lifeReleases.has(life)) problems.push(`incarnation ${life} linked data and never released it`)
   }
   return problems
 }
