@@ -5,7 +5,7 @@
 import * as assert from 'uvu/assert'
 import {
   test, run, startProxy, startBackend, xferClient, backendXfer, checkXfer, connect, readLine, closedFate,
-  waitFor, nextStats, num, MiB, type Scope, type TestBackend, type ProxyProc,
+  waitFor, nextStats, num, MiB, type Scope, type TestBackend, type ProxyProc, type Stats,
 } from './proxy-helpers.ts'
 
 async function setup(scope: Scope, extra: string[] = []): Promise<{ p: ProxyProc; bs: TestBackend[] }> {
@@ -86,6 +86,27 @@ test('RST propagated: a backend reset resets the client; a client reset resets t
   await waitFor(() => bf()!.closed, 10_000, 'the backend side to close')
   assert.is(bf()!.error, 'ECONNRESET', `the backend side saw ${JSON.stringify(bf())}`)
   assert.is(bf()!.ended, false, 'not a clean FIN')
+})
+
+test('redispatch replays what the client already sent: a refused connect goes to the next backend, every byte intact', async (scope) => {
+  // health checks far apart: B stays "up" in the table after it is killed, so clients are sent
+  // there, get refused, and are redispatched to A with the bytes they already sent (1 MiB each,
+  // past the proxy's pending limit: the client is paused meanwhile)
+  const { p, bs } = await setup(scope, ['--health-interval', '60000', '--retries', '2', '--balance', 'roundrobin'])
+  const [a, b] = bs
+  const up = (x: Stats) => (x.backends as { state: string }[] | undefined)?.every((y) => y.state === 'up') === true
+  await nextStats(p, up, 10_000, 'both backends up')
+  await b.kill()
+  // 4 clients in turn over 2 shards: some shard gets two, and each shard's rotation offers B
+  // by its second client at the latest (or its first): at least one connect is refused
+  for (let i = 0; i < 4; i++) {
+    const id = `redis-${i}`
+    const c = await xferClient(scope, p.port, { id, up: MiB, down: 64 << 10 })
+    checkXfer(assert.is, id, c, await backendXfer([a], id), MiB, 64 << 10)
+  }
+  const st = await nextStats(p, (x) => num(x, 'redispatches') >= 1, 5000, 'a redispatch counted')
+  assert.is(num(st, 'clientsNoBackend'), 0, JSON.stringify(st))
+  assert.ok(num(st, 'connectFailures') >= 1, JSON.stringify(st))
 })
 
 test('afterwards the stats line shows no client connection left, and counts them all', async (scope) => {

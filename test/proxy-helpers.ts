@@ -259,6 +259,8 @@ export interface TestBackend {
   readonly sockets: Set<net.Socket>
   /** transfers finished (both directions done), by id */
   readonly xfers: Map<string, XferResult>
+  /** transfers under way, by id: how far each direction got (for failure messages) */
+  readonly live: Map<string, { recv: number; sent: number; eof: boolean; fin: boolean; closed: boolean }>
   /** the fate of sockets that sent @@ID <token> */
   readonly fates: Map<string, SockFate>
   /** bytes of transfers received so far (all connections) */
@@ -272,12 +274,22 @@ export interface TestBackend {
   readonly listening: boolean
 }
 
+const allBackends = new Set<TestBackend>()
+/** What the backends know of transfer `id` (for failure messages). */
+function backendView(id: string): string {
+  for (const b of allBackends) {
+    const l = b.live.get(id)
+    if (l) return `backend ${b.name}: received ${l.recv}${l.eof ? ' and FIN' : ''}, sent ${l.sent}${l.fin ? ' and FIN' : ''}${l.closed ? ', closed' : ''}`
+  }
+  return 'no backend saw it'
+}
+
 /** A backend server in this process; see the commands at the top. Closed with the scope. */
 export async function startBackend(scope: Scope, name: string, port = 0): Promise<TestBackend> {
   const sockets = new Set<net.Socket>()
   let server: net.Server | null = null
   const b: TestBackend = {
-    name, port, accepts: 0, sockets, xfers: new Map(), fates: new Map(), xferIn: 0, xferOut: 0,
+    name, port, accepts: 0, sockets, xfers: new Map(), live: new Map(), fates: new Map(), xferIn: 0, xferOut: 0,
     get listening() { return server !== null },
     async kill() {
       const srv = server
@@ -310,7 +322,8 @@ export async function startBackend(scope: Scope, name: string, port = 0): Promis
   server = makeServer()
   await listen(server, port)
   ;(b as { port: number }).port = (server.address() as net.AddressInfo).port
-  scope.add(() => b.kill())
+  allBackends.add(b)
+  scope.add(() => { allBackends.delete(b); return b.kill() })
   return b
 }
 
@@ -359,16 +372,19 @@ function xfer(b: TestBackend, s: net.Socket, o: { id: string; inBytes: number; o
     if (recvHash === undefined || (sentHash === undefined && error === undefined)) return
     b.xfers.set(o.id, { id: o.id, recvBytes, recvHash, sentHash: sentHash ?? '', sentBytes: o.outBytes, error })
   }
-  const take = (d: Buffer) => { h.update(d); recvBytes += d.length; b.xferIn += d.length }
+  const live = { recv: 0, sent: 0, eof: false, fin: false, closed: false }
+  b.live.set(o.id, live)
+  const take = (d: Buffer) => { h.update(d); recvBytes += d.length; b.xferIn += d.length; live.recv = recvBytes }
   if (rest.length) take(rest)
   const send = () => {
-    pump(s, o.outBytes, o.seed, { onChunk: (n) => { b.xferOut = Math.max(b.xferOut, n) } })
-      .then((hash) => { sentHash = hash; s.end(); finish() })
+    pump(s, o.outBytes, o.seed, { onChunk: (n) => { b.xferOut = Math.max(b.xferOut, n); live.sent = n } })
+      .then((hash) => { sentHash = hash; s.end(); live.fin = true; finish() })
       .catch((e: Error) => { error = e.message; finish() })
   }
   s.on('data', take)
-  s.once('end', () => { recvHash = h.digest('hex'); if (o.waitEof) send(); finish() })
+  s.once('end', () => { live.eof = true; recvHash = h.digest('hex'); if (o.waitEof) send(); finish() })
   s.once('close', () => {
+    live.closed = true
     if (recvHash === undefined) { error ??= 'closed before the client FIN'; recvHash = h.digest('hex'); finish() }
     else if (sentHash === undefined) { error ??= 'closed before sending everything'; finish() }
   })
@@ -463,14 +479,19 @@ export async function xferClient(scope: Scope, port: number, o: XferOpts): Promi
   eof.catch(() => {})
   if (o.pauseMs) { s.pause(); setTimeout(() => s.resume(), o.pauseMs) }
   s.write(`@@XFER ${o.id} ${o.up} ${o.down} ${o.id}:down ${o.pauseMs ?? 0} ${o.waitEof ? 1 : 0}\n`)
+  let sent = 0, ended = false
   const work = (async () => {
-    const sentHash = await pump(s, o.up, `${o.id}:up`, { chunk: o.chunk, delayMs: o.delayMs })
+    const sentHash = await pump(s, o.up, `${o.id}:up`, { chunk: o.chunk, delayMs: o.delayMs, onChunk: (n) => { sent = n } })
     s.end()
+    ended = true
     const eofAt = await eof
     if (failed) throw failed
     return { sentHash, recvHash: h.digest('hex'), recvBytes, eofAt }
   })()
-  return within(work, o.timeoutMs ?? 60_000, `transfer ${o.id} (received ${recvBytes})`)
+  return within(work, o.timeoutMs ?? 30_000, `transfer ${o.id}`).catch((e: Error) => {
+    throw new Error(`${e.message}: client sent ${sent}/${o.up}${ended ? ' and FIN' : ''}, received ${recvBytes}/${o.down}, ` +
+      `EOF ${s.readableEnded}, local port ${s.localPort}; ${backendView(o.id)}`)
+  })
 }
 
 /** The backend's record of transfer `id` (bounded wait). */

@@ -9,8 +9,9 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
+import { blockedListener } from './conn-helpers.ts'
 import {
-  test, run, startProxy, startBackend, runCli, who, readLine, connect, closedFate, xferClient, backendXfer,
+  test, run, killChild, startProxy, startBackend, runCli, who, readLine, connect, closedFate, xferClient, backendXfer,
   checkXfer, waitFor, within, sleep, nextStats, num, MiB, HOST, type Scope, type TestBackend, type Stats,
 } from './proxy-helpers.ts'
 
@@ -151,6 +152,24 @@ test('a dead backend is skipped: every client is served by the others, none gets
   assert.is(num(st, 'clientsNoBackend'), 0, 'no client went without a backend')
 })
 
+test('a backend that never answers a SYN: the connect times out, the client goes to the next one', async (scope) => {
+  const [a] = await tagBackends(scope, ['A'])
+  // a listener with a full accept queue (backlog 1, two handshakes made here, never accepted):
+  // further SYNs are dropped, connects to it hang until their timeout
+  const port = await deadPort()
+  const blk = await blockedListener(port)
+  scope.add(() => killChild(blk))
+  for (let i = 0; i < 2; i++) scope.socket(await connect(port))
+  const p = await startProxy(scope, ['--listen', '127.0.0.1:0', '--shards', '2', '--balance', 'roundrobin', '--retries', '2',
+    '--connect-timeout', '500', '--health-interval', '200', '--stats-json', ...backendArgs([port, a])])
+  // at once: some clients are sent to the blackholed backend before its health check times out
+  const first = await Promise.allSettled(Array.from({ length: 8 }, () => who(scope, p.port)))
+  assert.equal(first.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [])
+  for (const r of first) assert.is((r as PromiseFulfilledResult<{ name: string }>).value.name, 'A')
+  await nextStats(p, (x) => backendState(x, port) === 'down', 10_000, 'the blackholed backend marked down')
+  for (let i = 0; i < 6; i++) assert.is((await who(scope, p.port)).name, 'A')
+}, 60_000)
+
 test('no backend answers: the client is closed with a FIN (not an RST) and counted', async (scope) => {
   const p = await startProxy(scope, ['--listen', '127.0.0.1:0', '--shards', '2', '--retries', '2', '--connect-timeout', '1000',
     '--health-interval', '200', '--stats-json', ...backendArgs([await deadPort(), await deadPort()])])
@@ -220,6 +239,18 @@ test('SIGTERM: new connects refused, the in-flight transfer finishes intact, the
   assert.is(e.code, 0, `exit code after SIGTERM (signal ${e.signal}); stderr: ${p.stderr()}`)
   assert.ok(e.at >= c.eofAt, 'exited after the transfer finished')
 }, 60_000)
+
+test('SIGTERM with a connection that does not finish: closed when --grace runs out, exit 0', async (scope) => {
+  const [a] = await tagBackends(scope, ['A'])
+  const p = await startProxy(scope, ['--listen', '127.0.0.1:0', '--shards', '2', '--grace', '1000', ...backendArgs([a])])
+  const held = await who(scope, p.port, { keep: true })
+  const fate = closedFate(held.sock, 15_000)
+  p.child.kill('SIGTERM')
+  const f = await fate // closed by the proxy once the grace period is over (FIN or RST: its choice)
+  const e = await within(p.exited, 15_000, 'proxy exit after the grace period')
+  assert.is(e.code, 0, `exit code; stderr: ${p.stderr()}`)
+  console.log(`  [proxy-ops] a client left after --grace: ${JSON.stringify(f)}`)
+})
 
 test('SIGINT with nothing in flight exits 0', async (scope) => {
   const [a] = await tagBackends(scope, ['A'])

@@ -119,4 +119,37 @@ test(`${TOTAL} short connections: nothing left behind, no slot growth, RSS flat 
   assert.ok(p.alive(), 'the proxy still runs')
 }, 240_000)
 
+test('clients that leave early (RST at once, RST after a request, FIN with no request) leave nothing behind', async (scope) => {
+  const bs = [await startBackend(scope, 'A'), await startBackend(scope, 'B')]
+  const p = await startProxy(scope, ['--listen', '127.0.0.1:0', '--shards', '2', '--stats-json', '--metrics', '127.0.0.1:0',
+    ...bs.flatMap((b) => ['--backend', `127.0.0.1:${b.port}`])])
+  const N = 2000
+  const kinds = ['rst', 'rst-after-request', 'fin'] as const
+  for (const kind of kinds) {
+    let next = 0
+    await Promise.all(Array.from({ length: 32 }, async () => {
+      while (next++ < N) {
+        await new Promise<void>((resolve) => {
+          const s = net.connect({ port: p.port, host: HOST })
+          s.on('error', () => {})
+          s.once('close', () => resolve())
+          s.once('connect', () => {
+            if (kind === 'rst') s.resetAndDestroy()
+            else if (kind === 'fin') s.end()
+            else s.write(PAYLOAD, () => s.resetAndDestroy())
+          })
+        })
+      }
+    }))
+  }
+  await nextStats(p, (s) => num(s, 'connections') === 0 && num(s, 'clientsTotal') >= kinds.length * N * 0.9, 15_000, 'connections back to 0')
+  let m = await metrics(p)
+  for (let i = 0; i < 50 && m.get('syncsock_proxy_upstreams_active') !== 0; i++) { await sleep(100); m = await metrics(p) }
+  assert.is(m.get('syncsock_proxy_upstreams_active'), 0, 'upstreams active')
+  assert.is(m.get('syncsock_proxy_clients_active'), 0, 'clients active')
+  assert.ok(m.get('syncsock_engine_active')! <= bs.length, `engine sockets: ${m.get('syncsock_engine_active')} (at most a health check per backend)`)
+  // and it still serves
+  assert.is(await within(shortConnection(p.port).then(() => 'ok'), 5000, 'a normal client'), 'ok')
+}, 120_000)
+
 run()
