@@ -7,10 +7,14 @@ import fc from 'fast-check'
 import {
   Layout, encodeId, idShard, idSlot, idGen, isSocketId, GEN_MAX, MAX_SHARDS, MAX_SLOTS, SLOT_QUARANTINE,
   F_IN_USE, F_LINKED, F_REQ_CLOSE, F_REQ_ABORT, F_REQ_UNLINK, F_SERVER, F_FINAL, F_HIGH_WATER, INCARNATION_FLAGS,
-  S_LOCK, ST_ESTABLISHED, ST_FREE,
+  S_LOCK, ST_ESTABLISHED, ST_FREE, T_ALIVE,
 } from '../src/ss/layout.ts'
 import { SlotTable, SlotView, STALE_FLAGS, genOf } from '../src/ss/slots.ts'
 import { SyncsockError } from '../src/ss/errors.ts'
+import { CounterBlock } from '../src/ss/counters.ts'
+import { CallbackLock } from '../src/ss/lock.ts'
+import { Ring } from '../src/ss/ring.ts'
+import { ForeignOps, recordId, recordIncarnation, recordPayload } from '../src/ss/foreign.ts'
 import { TestWorker, terminateAll } from './thread-helpers.ts'
 
 function setup(shards = 2, slotsPerShard = 8) {
@@ -65,6 +69,25 @@ test('beginIncarnation clears the incarnation-level flags (LINKED, HIGH_WATER, a
   t.beginIncarnation(id)
   assert.is(t.flags(id), F_SERVER | F_IN_USE | F_REQ_CLOSE)
   assert.is(INCARNATION_FLAGS & (F_FINAL | F_SERVER | F_IN_USE | F_REQ_CLOSE | F_REQ_ABORT), 0)
+})
+
+test('a foreign send carries the incarnation it was checked against: a server connection\'s next incarnation (same id) can tell it apart', () => {
+  const { sab, layout } = setup(1, 4)
+  Atomics.store(new Int32Array(sab), layout.threadBase(1) + T_ALIVE, 1) // the owner shard "runs"
+  const t = new SlotTable(sab, layout, 0)
+  const counters = new CounterBlock(sab, layout, 0)
+  const foreign = new ForeignOps(sab, layout, 0, counters, new CallbackLock(sab, layout, 0, counters))
+  const id = t.alloc(F_SERVER, ST_ESTABLISHED)
+  t.beginIncarnation(id)
+  assert.is(t.incarnation(id), 1)
+  assert.is(foreign.send(id, Buffer.from('for k=1')), 'ok')
+  t.beginIncarnation(id) // k=1 dropped, k=2 began: same id, same generation
+  t.setState(id, ST_ESTABLISHED)
+  assert.is(foreign.send(id, Buffer.from('for k=2')), 'ok')
+  const ring = Ring.of(sab, layout, 0, 1)
+  const got: [number, number, string][] = []
+  ring.drain(16, (off, len) => { got.push([recordId(ring.dv, off), recordIncarnation(ring.dv, off), Buffer.from(recordPayload(ring.u8, off, len)).toString()]) })
+  assert.equal(got, [[id, 1, 'for k=1'], [id, 2, 'for k=2']], 'the owner drops the first (its incarnation ended: sendFailed), writes the second')
 })
 
 test('generations wrap from genMax to 1, never 0, and the wrapped-from id is stale', () => {

@@ -2,7 +2,7 @@
 // unlink recorded in the slot itself (Q1). Used by the main thread (engine.send/close/unlink) and
 // by shards (ctx.send/close/unlink for sockets of other shards). Never blocks (S1, S2).
 //
-// Ring message: [u32 op | flags << 8][u32 0][f64 socket id][payload]. A payload larger than one
+// Ring message: [u32 op | flags << 8][u32 incarnation][f64 socket id][payload]. A payload larger than one
 // record is split into fragments committed together (published whole or refused whole); the
 // consumer writes each fragment to the socket in order and never interleaves another producer's
 // message inside one (Ring.drain keeps going while MORE is set).
@@ -69,6 +69,10 @@ export class ForeignOps {
   send(id: number, bytes: Uint8Array): RemoteSendStatus {
     this.check(id)
     if (!(bytes instanceof Uint8Array)) throw new SyncsockError('ERR_SS_BAD_OPTION', 'send takes a Uint8Array or Buffer')
+    // Read before the checks: the send is for the incarnation that was there when it was
+    // checked; if that one is gone when the owner drains it, it fails (sendFailed), never reaching
+    // the next incarnation of a server connection (same id, same generation).
+    const incarnation = this.slots.incarnation(id)
     const st = this.refusal(id)
     if (st !== 'ok') { this.counters.add(C.sendRefused); return st }
     if (bytes.length > this.maxMessage) { this.counters.add(C.sendRefused); return 'ERR_SS_TOO_BIG' }
@@ -85,7 +89,7 @@ export class ForeignOps {
       }
       const more = off + n < bytes.length
       ring.dv.setUint32(at, OP_SEND | ((more ? MSG_MORE : 0) << 8), true)
-      ring.dv.setUint32(at + 4, 0, true)
+      ring.dv.setUint32(at + 4, incarnation, true)
       ring.dv.setFloat64(at + 8, id, true)
       ring.u8.set(bytes.subarray(off, off + n), at + MSG_HDR)
       off += n
@@ -154,6 +158,8 @@ export class ForeignOps {
 export function recordOp(dv: DataView, off: number): number { return dv.getUint32(off, true) & 0xff }
 /** The message continues in the next record (a fragment). */
 export function recordMore(dv: DataView, off: number): boolean { return ((dv.getUint32(off, true) >>> 8) & MSG_MORE) !== 0 }
+/** The incarnation of the connection the send was accepted for (SlotTable.beginIncarnation). */
+export function recordIncarnation(dv: DataView, off: number): number { return dv.getUint32(off + 4, true) }
 /** The socket id the record is for. */
 export function recordId(dv: DataView, off: number): number { return dv.getFloat64(off + 8, true) }
 /** The payload of a record of `len` bytes at `off`: a view into the ring, valid until the drain publishes its head. */

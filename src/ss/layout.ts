@@ -36,7 +36,7 @@ export const SLOT_WORDS = 4
 export const S_LOCK = 0 // callback lock, see lock.ts
 export const S_STATE = 1 // SlotState, written by the owner only, read by anyone
 export const S_GENFLAGS = 2 // generation << GEN_SHIFT | flags: one word so a CAS checks both (no ABA)
-export const S_AUX = 3 // owner-published extra (e.g. protocol index); informational
+export const S_INCARNATION = 3 // incarnation number of the connection in the slot (0 at alloc, +1 per beginIncarnation)
 
 // SlotState values (S_STATE)
 export const ST_FREE = 0

@@ -14,7 +14,7 @@
 // flags after B reused A's slot). Any thread may read a slot or record a request.
 
 import {
-  type Layout, S_LOCK, S_STATE, S_GENFLAGS, S_AUX, GEN_SHIFT, GEN_MAX, FLAGS_MASK, F_IN_USE, F_FINAL,
+  type Layout, S_LOCK, S_STATE, S_GENFLAGS, S_INCARNATION, GEN_SHIFT, GEN_MAX, FLAGS_MASK, F_IN_USE, F_FINAL,
   INCARNATION_FLAGS, SLOT_QUARANTINE, ST_FREE, T_ALIVE, T_REQ_PENDING, encodeId, idShard, idSlot, idGen,
   isSocketId,
 } from './layout.ts'
@@ -94,7 +94,7 @@ export class SlotTable {
     let gen = genOf(Atomics.load(this.i32, b + S_GENFLAGS))
     if (gen === 0 || gen > this.genMax) gen = 1 // generation 0 is never handed out
     Atomics.store(this.i32, b + S_STATE, state)
-    Atomics.store(this.i32, b + S_AUX, 0)
+    Atomics.store(this.i32, b + S_INCARNATION, 0)
     Atomics.store(this.i32, b + S_GENFLAGS, (gen << GEN_SHIFT) | (flags & FLAGS_MASK) | F_IN_USE)
     this.inUse++
     return encodeId(this.shard, slot, gen)
@@ -153,14 +153,26 @@ export class SlotTable {
     const before = this.update(id, 0, bits)
     return before < 0 ? 0 : before & bits
   }
-  /** A new incarnation of the connection in this slot begins: its flags start clean (§4b). */
-  beginIncarnation(id: number): void { this.update(id, 0, INCARNATION_FLAGS) }
+  /**
+   * A new incarnation of the connection in this slot begins: its flags start clean and its
+   * number is bumped (§4b). Foreign sends carry the number they saw, so bytes accepted for
+   * incarnation k are never written to k+1 (they count as sendFailed).
+   */
+  beginIncarnation(id: number): void {
+    if (this.update(id, 0, INCARNATION_FLAGS) < 0) return
+    Atomics.add(this.i32, this.base(id) + S_INCARNATION, 1)
+  }
+  /** The incarnation number of a slot (see beginIncarnation). */
+  incarnation(id: number): number { return Atomics.load(this.i32, this.base(id) + S_INCARNATION) }
 
   /** Publish the state of a live id (owner only; a stale id changes nothing). */
   setState(id: number, st: number): void {
     if (this.live(id)) Atomics.store(this.i32, this.base(id) + S_STATE, st)
   }
   state(id: number): number { return Atomics.load(this.i32, this.base(id) + S_STATE) }
+
+  /** The slot word of a slot index (for the owner's wake-time snapshot of request bits, Q1). */
+  slotWord(slot: number): number { return Atomics.load(this.i32, this.layout.slotBase(this.shard, slot) + S_GENFLAGS) }
 
   /**
    * Collect slots that foreign threads flagged (Q1). Cheap when nothing is pending: one load.
@@ -229,6 +241,7 @@ export class SlotView {
   base(id: number): number { return this.layout.slotBase(idShard(id), idSlot(id)) }
   word(id: number): number { return Atomics.load(this.i32, this.base(id) + S_GENFLAGS) }
   state(id: number): number { return Atomics.load(this.i32, this.base(id) + S_STATE) }
+  incarnation(id: number): number { return Atomics.load(this.i32, this.base(id) + S_INCARNATION) }
   lockIdx(id: number): number { return this.base(id) + S_LOCK }
   /** Is the thread that owns this id's shard running (not dead, not yet replaced)? */
   ownerAlive(id: number): boolean {

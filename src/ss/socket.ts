@@ -148,6 +148,8 @@ export class SsSocket implements Lockable {
   private writeShut = false
   /** write callback for chunks that leave more than low water queued; made on first need */
   private flushCb: (() => void) | null = null
+  /** which incarnation of the slot's connection this is (SlotTable.beginIncarnation) */
+  readonly incarnation: number
   /** send queue water marks of this incarnation */
   readonly water: WaterMarks
   /** the error that ended it (connect failures read it) */
@@ -159,6 +161,7 @@ export class SsSocket implements Lockable {
     net: Socket, owner: IncarnationOwner | null = null, water: WaterMarks | null = null) {
     this.svc = svc
     this.water = water ?? { high: svc.limits.highWater, low: svc.limits.lowWater }
+    this.incarnation = svc.slots.incarnation(id)
     this.id = id
     this.kind = kind
     this.protocol = protocol
@@ -358,6 +361,10 @@ export class SsSocket implements Lockable {
   /** The peer or the network ended it: connectionDrop, then the owner's failover (F2). */
   dropped(reason: DropReason): void {
     this.svc.dispatcher.locked(this, () => {
+      // Only while this incarnation has not ended: a late event ('error' after 'end') on
+      // incarnation k must not take the requests of k+1 (a server connection keeps its slot and
+      // generation across incarnations; found by the model check).
+      if (this.ended || this.final) return
       // A foreign close/unlink recorded before the peer's end wins: it was intentional (F1), and
       // the incarnation is about to vanish, so apply it now rather than after the barrier.
       const req = this.svc.slots.takeFlags(this.id, REQ_BITS)

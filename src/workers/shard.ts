@@ -8,13 +8,13 @@ import { createServer, connect as netConnect, type Server, type Socket } from 'n
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import {
   Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, ST_CONNECTING, F_REQ_CLOSE, F_REQ_ABORT,
-  idShard, idSlot,
+  idShard, idSlot, idGen,
 } from '../ss/layout.ts'
 import { CounterBlock } from '../ss/counters.ts'
 import { CallbackLock } from '../ss/lock.ts'
-import { SlotTable } from '../ss/slots.ts'
+import { SlotTable, flagsOf, genOf } from '../ss/slots.ts'
 import { Inbox } from '../ss/ring.ts'
-import { ForeignOps, OP_SEND, recordId, recordMore, recordOp, recordPayload } from '../ss/foreign.ts'
+import { ForeignOps, OP_SEND, recordId, recordIncarnation, recordMore, recordOp, recordPayload } from '../ss/foreign.ts'
 import { SsSocket, REQ_BITS, type SocketLimits } from '../ss/socket.ts'
 import { Watchdog } from '../ss/watchdog.ts'
 import { SyncsockError } from '../ss/errors.ts'
@@ -155,7 +155,7 @@ class Shard implements ConnServices, ContextHost {
     if (recordOp(ring.dv, off) !== OP_SEND) return more
     this.counters.add(C.ringRecv)
     const s = this.socketFor(recordId(ring.dv, off))
-    if (!s || !s.acceptsWrites()) {
+    if (!s || !s.acceptsWrites() || s.incarnation !== recordIncarnation(ring.dv, off)) {
       this.counters.add(C.sendFailed) // accepted earlier; reported failed: the socket ended (S2)
       return more
     }
@@ -174,31 +174,47 @@ class Shard implements ConnServices, ContextHost {
   }
 
   private readonly reqSlots: number[] = []
+  /**
+   * Q1: a request is applied only after every send its producer published before it. So, at the
+   * wake: take the flagged slots, snapshot each one's request bits, THEN record the rings' tails
+   * (Inbox.barrier); once the drain reaches those tails, apply exactly the snapshotted bits. A bit
+   * set after the snapshot may follow sends that are not drained yet: it waits for its own wake
+   * (its producer marked the slot again). Taking every bit present at barrier time instead lost a
+   * send accepted just before a close (found by the model check, test/model: 'take-all-bits').
+   */
   private onWake = (): void => {
     this.reqSlots.length = 0
     this.slots.takeRequests(this.reqSlots)
     if (this.reqSlots.length === 0) return
-    const slots = this.reqSlots.slice()
-    // Q1: apply after everything published before we saw the request has been consumed.
-    this.inbox.barrier(() => { for (const slot of slots) this.applySlotRequests(slot) })
+    const seen: { slot: number; gen: number; bits: number }[] = []
+    for (const slot of this.reqSlots) {
+      const w = this.slots.slotWord(slot)
+      const bits = flagsOf(w) & REQ_BITS
+      if (bits) seen.push({ slot, gen: genOf(w), bits })
+    }
+    if (seen.length === 0) return
+    this.inbox.barrier(() => { for (const r of seen) this.applySlotRequests(r.slot, r.gen, r.bits) })
   }
 
   /**
-   * Apply the foreign requests recorded in a slot (after the Q1 barrier). To the incarnation if it
-   * has not ended — under its lock, so behind any work queued for it (a drop that was seen first
-   * takes the bits itself and lets the close win, F1) — else to the idle server connection.
+   * Apply foreign requests seen in a slot (after the Q1 barrier), if the slot still holds the
+   * same connection (generation). To the incarnation if it has not ended — under its lock, so
+   * behind any work queued for it (a drop that was seen first takes the bits itself and lets the
+   * close win, F1) — else to the idle server connection.
    */
-  private applySlotRequests(slot: number): void {
+  private applySlotRequests(slot: number, gen: number, seen: number): void {
     const conn = this.conns.conns.get(slot)
     const s = conn ? conn.current : this.bySlot[slot]
     if (s && !s.ended) {
+      if (idGen(s.id) !== gen) return
       this.dispatcher.locked(s, () => {
-        const bits = this.slots.takeFlags(s.id, REQ_BITS)
+        const bits = this.slots.takeFlags(s.id, seen)
         if (bits) { this.counters.add(C.requestsApplied); s.applyRequests(bits) }
       })
     } else if (conn) {
+      if (idGen(conn.id) !== gen) return
       this.dispatcher.locked(conn, () => {
-        const bits = this.slots.takeFlags(conn.id, REQ_BITS)
+        const bits = this.slots.takeFlags(conn.id, seen)
         if (bits) this.counters.add(C.requestsApplied)
         if (bits & (F_REQ_CLOSE | F_REQ_ABORT)) conn.closeIdle() // no incarnation up: no data to release
       })
