@@ -33,8 +33,10 @@ for (const f of files) {
   if (Number.isNaN(total) || Number.isNaN(ok)) {
     crashed.push(f); failed++
   } else {
-    passed += ok; skipped += sk; failed += total - ok - sk
-    if (out.code !== 0 && total - ok - sk === 0) { crashed.push(f); failed++ }
+    // uvu's Total counts the tests it ran: skipped ones (test.skip, or not selected by .only) are
+    // not in it, so failures are Total - Passed (subtracting Skipped too went negative).
+    passed += ok; skipped += sk; failed += total - ok
+    if (out.code !== 0 && total - ok === 0) { crashed.push(f); failed++ }
   }
   console.log(`[run-tests] ${f}: exit ${out.code} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 }

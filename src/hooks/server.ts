@@ -121,7 +121,9 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
     // one (hardening bug 1: its high water refused every send to this one).
     svc.slots.beginIncarnation(this.id)
     this.readyCounted = false
-    const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true })
+    // allowHalfOpen: a peer's FIN does not end our side on its own; the socket's onEnd decides
+    // (a protocol with connectionEnd is half-open, any other drops with 'fin': socket.ts).
+    const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true, allowHalfOpen: true })
     const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this, this.cfg.water)
     this.current = sock
     svc.register(sock)
