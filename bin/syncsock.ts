@@ -65,12 +65,18 @@ async function echo(argv: string[]): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'))
 }
 
-const stdio = (reload: (() => Promise<ProxyConfig>) | null): ProxyIo => ({
-  out: (line) => { process.stdout.write(`${line}\n`) },
-  err: (line) => { process.stderr.write(`${line}\n`) },
-  tty: process.stderr.isTTY === true,
-  reload,
-})
+// A reader of stdout that went away (`syncsock proxy --stats-json | head -1`) must not take the
+// proxy down with an EPIPE: the proxy keeps serving, its machine output is just unread.
+let stdoutGone = false
+const stdio = (reload: (() => Promise<ProxyConfig>) | null): ProxyIo => {
+  process.stdout.on('error', () => { stdoutGone = true })
+  return {
+    out: (line) => { if (!stdoutGone) process.stdout.write(`${line}\n`) },
+    err: (line) => { process.stderr.write(`${line}\n`) },
+    tty: process.stderr.isTTY === true,
+    reload,
+  }
+}
 
 async function proxy(argv: string[]): Promise<void> {
   let args: ProxyArgs

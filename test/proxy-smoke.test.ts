@@ -27,6 +27,15 @@ function taggedBackend(name: string): Promise<{ port: number; close(): Promise<v
   })))
 }
 
+/** Reject if `p` has not settled within ms (every wait here is bounded: a broken proxy fails, never hangs). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise<never>((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms) }),
+  ])
+}
+
 function run(args: string[]): { child: ChildProcess; stderr: () => string; exited: Promise<number | null>; first: Promise<string> } {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
@@ -47,7 +56,7 @@ test('syncsock proxy: first line, round robin over two backends, half-close forw
   const p = run(['proxy', '--listen', '127.0.0.1:0', '--backend', `127.0.0.1:${a.port}`, '--backend', `127.0.0.1:${b.port}`, '--shards', '2'])
   const kill = setTimeout(() => p.child.kill('SIGKILL'), 30_000)
   try {
-    const info = JSON.parse(await p.first) as { listening: { host: string; port: number }; shards: number; pid: number; backends: { host: string; port: number }[] }
+    const info = JSON.parse(await within(p.first, 20_000, 'the first line')) as { listening: { host: string; port: number }; shards: number; pid: number; backends: { host: string; port: number }[] }
     assert.is(info.listening.host, '127.0.0.1')
     assert.ok(info.listening.port > 0)
     assert.is(info.shards, 2)
@@ -72,7 +81,7 @@ test('syncsock proxy: first line, round robin over two backends, half-close forw
     c.on('data', (d) => parts.push(d))
     const ended = new Promise<void>((r) => c.once('end', () => r()))
     c.end('last words')
-    await ended
+    await within(ended, 5000, 'the backend\'s FIN through the proxy after ours')
     assert.match(Buffer.concat(parts).toString(), /^[AB]:last words[AB]:bye$/)
     c.destroy()
 
@@ -82,7 +91,7 @@ test('syncsock proxy: first line, round robin over two backends, half-close forw
     p.child.kill('SIGTERM')
     open.end() // the client finishes: the drain ends at once, well before --grace
     await closed(open, 10_000)
-    assert.is(await p.exited, 0, `exit code (stderr: ${p.stderr()})`)
+    assert.is(await within(p.exited, 15_000, 'exit after SIGTERM'), 0, `exit code (stderr: ${p.stderr()})`)
     assert.match(p.stderr(), 'SIGTERM: not accepting')
   } finally {
     clearTimeout(kill)
@@ -94,7 +103,7 @@ test('syncsock proxy: first line, round robin over two backends, half-close forw
 
 test('syncsock proxy: a bad flag value is one line naming it, exit 2', async () => {
   const p = run(['proxy', '--listen', '127.0.0.1:0', '--backend', '127.0.0.1:9', '--balance', 'random'])
-  assert.is(await p.exited, 2)
+  assert.is(await within(p.exited, 10_000, 'exit'), 2)
   const lines = p.stderr().trim().split('\n')
   assert.is(lines.length, 1, p.stderr())
   assert.match(lines[0], /^syncsock proxy: --balance: .*"random"/)
