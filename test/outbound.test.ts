@@ -10,7 +10,7 @@ import { recordEvents, waitFor, connect, closed, leakedHandles, sleep, type Hook
 import { backend, freePort, blockedListener, killChild } from './conn-helpers.ts'
 
 const HOOKS = new URL('./fixtures/outbound-hooks.ts', import.meta.url).pathname
-type Ev = HookEvent & { outId?: number; early?: string; code?: string; status?: string; queued?: number; sent?: number; close?: string; send?: string }
+type Ev = HookEvent & { outId?: number; early?: string; code?: string; status?: string; queued?: number; sent?: number; close?: string; send?: string; second?: string }
 const rec = recordEvents(`ss-outbound-${process.pid}`)
 const events = rec.events as Ev[]
 const of = (ev: string, pred: (e: Ev) => boolean = () => true) => events.filter((e) => e.ev === ev && pred(e))
@@ -162,6 +162,29 @@ test('water marks per listener; ctx.send by id on its own shard answers "high-wa
     assert.ok(of('writable')[0].queued! <= 16 << 10, `writable at ${of('writable')[0].queued} <= low water`)
     c.destroy()
   })
+})
+
+test('a server connection is half-open too: after the peer\'s FIN its connectionEnd can still answer, later as well, then FIN', async () => {
+  const got: Buffer[] = []
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('data', (d) => got.push(d))
+    s.on('error', () => {})
+    s.end('hi') // FIN at once, keep reading
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as net.AddressInfo).port
+  try {
+    await withEngine(async (engine) => {
+      await engine.connect({ host: '127.0.0.1', port, protocol: 'halfServer' })
+      // our shutdown after the peer's FIN finishes it: a local close (docs/hooks.md, half-close)
+      await waitFor(() => of('close', (e) => e.protocol === 'halfServer').length === 1, 5000, 'both directions done')
+      assert.is(of('close', (e) => e.protocol === 'halfServer')[0].cause, 'local')
+      await waitFor(() => Buffer.concat(got).toString() === 'one;two', 3000, 'both answers at the peer')
+      assert.is(of('later', (e) => e.protocol === 'halfServer')[0].second, 'ok')
+      assert.is(of('drop', (e) => e.protocol === 'halfServer').length, 0, 'released once')
+      assert.is(engine.stats().reconnects, 0, 'a close, not a failover')
+    })
+  } finally { server.close() }
 })
 
 test('a server connection closed from its own failover or retry hook frees its slot (no dead, no leak)', async () => {
