@@ -3,7 +3,7 @@
 # tarball into a fresh temporary project, and from there — through the package name only —
 #   a. smoke.mjs (plain JavaScript) starts, uses and stops an engine;
 #   b. smoke.ts does the same with the package's types, type-checked by tsc first;
-#   c. the installed bin runs, echoes, and stops on SIGTERM with exit 0.
+#   c. the installed bin runs (`echo`, and `proxy` in front of an echo backend), echoes, and stops on SIGTERM with exit 0.
 # Everything stays on 127.0.0.1 and every wait is bounded. Prints `pack-smoke: ok: ...` per check.
 # Usage: bash scripts/pack-smoke.sh   (needs `npm install` done in the repo; works offline)
 set -euo pipefail
@@ -280,7 +280,17 @@ const fail = (msg) => { console.error(`${TAG}: FAIL: ${msg}`); child?.kill('SIGK
 setTimeout(() => fail('timed out after 30 s'), 30_000).unref()
 const within = (ms, what, p) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`${what}: no result in ${ms} ms`)), ms).unref())])
 
-const args = ['node_modules/syncsock/dist/bin/syncsock.js', 'echo', '--port', '0', '--quiet']
+// MODE echo: `syncsock echo`; MODE proxy: `syncsock proxy` in front of an echo backend made here.
+const MODE = process.argv[2] ?? 'echo'
+let backend
+if (MODE === 'proxy') {
+  backend = net.createServer((s) => { s.on('error', () => {}); s.pipe(s) })
+  await new Promise((r) => backend.listen(0, '127.0.0.1', r))
+  backend.unref()
+}
+const args = MODE === 'proxy'
+  ? ['node_modules/syncsock/dist/bin/syncsock.js', 'proxy', '--listen', '127.0.0.1:0', '--backend', `127.0.0.1:${backend.address().port}`, '--shards', '2']
+  : ['node_modules/syncsock/dist/bin/syncsock.js', 'echo', '--port', '0', '--quiet']
 child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
 let stderr = ''
 child.stderr.on('data', (d) => { stderr += d })
@@ -305,19 +315,21 @@ try {
     sock.on('close', () => resolve(Buffer.concat(chunks)))
   }))
   if (!echoed.equals(payload)) fail(`echo mismatch: ${JSON.stringify(echoed.toString())}`)
-  console.log(`${TAG}: echo round trip through the bin`)
+  console.log(`${TAG}: echo round trip through the bin (${MODE})`)
 } catch (e) { fail(e?.message ?? String(e)) }
 
 child.kill('SIGTERM')
 const { code, signal } = await within(15_000, 'bin exit after SIGTERM', exited).catch((e) => fail(e.message))
 if (code !== 0) fail(`bin exited with ${code ?? signal} after SIGTERM, expected 0; stderr: ${stderr}`)
-console.log(`${TAG}: SIGTERM -> exit 0`)
+console.log(`${TAG}: ${MODE}: SIGTERM -> exit 0`)
 EOF
-rc=0; (cd "$APP" && timeout 60 "$NODE" bin-smoke.mjs) >"$WORK/bin.log" 2>&1 || rc=$?
-if [ "$rc" != 0 ]; then
-  cat "$WORK/bin.log" >&2
-  fail "bin smoke exited $rc"
-fi
-sed -n 's/^pack-smoke (bin): /pack-smoke: ok: bin: /p' "$WORK/bin.log"
+for mode in echo proxy; do
+  rc=0; (cd "$APP" && timeout 60 "$NODE" bin-smoke.mjs "$mode") >"$WORK/bin.log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    cat "$WORK/bin.log" >&2
+    fail "bin smoke ($mode) exited $rc"
+  fi
+  sed -n 's/^pack-smoke (bin): /pack-smoke: ok: bin: /p' "$WORK/bin.log"
+done
 
 echo "pack-smoke: ok: all checks passed"
