@@ -7,6 +7,7 @@ export type {
   Protocol, SsSocketApi as SsSocket, ShardContext, DropReason, FailoverReason, CloseCause, CloseMode, SendStatus,
   RemoteSendStatus, RequestStatus, FailoverDecision, RetryDecision, ConnectOptions, RetryOptions,
   LivenessOptions, Target, SocketKind, SocketTimer, CloseModeArg, OpenOptions, CtxSendStatus,
+  OffloadStatus, OffloadDone, TlsMaterial, TlsListenOptions, TlsConnectOptions,
 } from './hooks/types.ts'
 export { SyncsockError, codes as errorCodes } from './ss/errors.ts'
 export type { ErrorCode } from './ss/errors.ts'

@@ -81,9 +81,10 @@ test('Engine.start: every value is checked for type and range', async () => {
   for (const [opts, msg] of cases) await bad(() => Engine.start(opts as never), 'ERR_SS_BAD_OPTION', msg)
 })
 
-test('Engine.start: tasks and blocking (DESIGN §3, not built yet) are ERR_SS_UNSUPPORTED, not silently ignored', async () => {
-  await bad(() => Engine.start({ shards: 1, tasks: new URL('./tasks.js', import.meta.url) }), 'ERR_SS_UNSUPPORTED', /"tasks".*not implemented/)
-  await bad(() => Engine.start({ shards: 1, blocking: { maxThreads: 1 } }), 'ERR_SS_UNSUPPORTED', /"blocking"/)
+test('Engine.start: a tasks module that does not exist and bad blocking options are refused at start', async () => {
+  await bad(() => Engine.start({ shards: 1, tasks: new URL('./tasks.js', import.meta.url) }), 'ERR_SS_BAD_OPTION', /"tasks".*no module/)
+  await bad(() => Engine.start({ shards: 1, blocking: { maxThreads: 0 } }), 'ERR_SS_BAD_OPTION', /blocking\.maxThreads/)
+  await bad(() => Engine.start({ shards: 1, blocking: { threads: 1 } } as never), 'ERR_SS_BAD_OPTION', /"threads".*blocking/)
 })
 
 test('Engine.start: bootTimeoutMs, maxRestarts, restartWindowMs and config are accepted, with defaults; config is a snapshot', async () => {
@@ -108,10 +109,10 @@ test('Engine.start: bootTimeoutMs, maxRestarts, restartWindowMs and config are a
 
 // ---------------- listen / connect ----------------
 
-test('listen: unknown keys, bad values and tls are refused; nothing is opened', async () => {
+test('listen: unknown keys, bad values and incomplete tls are refused; nothing is opened', async () => {
   const before = engine.stats().listeners
   await bad(() => engine.listen({ port: 0, protocol: 'echo', reuse: true } as never), 'ERR_SS_BAD_OPTION', /"reuse".*listen/)
-  await bad(() => engine.listen({ port: 0, protocol: 'echo', tls: {} } as never), 'ERR_SS_UNSUPPORTED', /tls/)
+  await bad(() => engine.listen({ port: 0, protocol: 'echo', tls: {} } as never), 'ERR_SS_BAD_OPTION', /tls/)
   await bad(() => engine.listen(null as never))
   await bad(() => engine.listen('8080' as never))
   await bad(() => engine.listen({ port: '8080', protocol: 'echo' } as never), 'ERR_SS_BAD_OPTION', /port/)
@@ -138,7 +139,7 @@ test("engine.connect: unknown keys, retry: 'x', a cap below its base, bad livene
     [{ ...base, count: 0 }, /count/], [{ ...base, count: 1.5 }, /count/], [{ ...base, count: '2' }, /count/],
     [{ ...base, shard: 2 }, /shard/], [{ ...base, shard: '0' }, /shard/],
     [{ ...base, port: 0 }, /port/], [{ ...base, host: 7 }, /host/], [{ ...base, connectTimeoutMs: -1 }, /connectTimeoutMs/],
-    [{ ...base, tls: { servername: 'x' } }, /tls/, 'ERR_SS_UNSUPPORTED'],
+    [{ ...base, tls: { servername: '' } }, /tls\.servername/], [{ ...base, tls: { sni: 'x' } }, /"sni".*tls/],
     [null, /engine\.connect/], ['x', /engine\.connect/],
   ]
   for (const [opts, msg, code] of cases) await bad(() => engine.connect(opts as never), code ?? 'ERR_SS_BAD_OPTION', msg)
@@ -281,7 +282,7 @@ test('ctx.connect makes one shard-local connection: count, shard, unknown keys a
   await badInHook(c, 'ctx.connect', [{ ...base, retry: 'x' }])
   await badInHook(c, 'ctx.connect', [{ ...base, retry: { baseMs: 200, capMs: 100 } }])
   await badInHook(c, 'ctx.connect', [{ ...base, protocol: 'nope' }])
-  await badInHook(c, 'ctx.connect', [{ ...base, tls: {} }], 'ERR_SS_UNSUPPORTED')
+  await badInHook(c, 'ctx.connect', [{ ...base, tls: { ca: '/no/such/ca.pem' } }]) // a shard reads no files: PEM only
   await badInHook(c, 'ctx.connect', [null])
   const ok = await probe.call(c, 'ctx.connect', [base]) // the fixture aborts it at once
   assert.ok(ok.ok && Number.isInteger(Number(ok.value)), ok.message)

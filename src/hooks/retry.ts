@@ -6,6 +6,7 @@
 import { SyncsockError, badOption, checkInt, checkNumber } from '../ss/errors.ts'
 import { checkOneOf, optionsObject, rejectUnknownKeys, waterMarksOf, type WaterMarkOptions } from '../ss/options.ts'
 import type { LivenessOptions, RetryOptions, Target } from './types.ts'
+import { inlinePem, parseClientTls, type ClientTlsOptions, type TlsClientSpec } from '../tls/options.ts'
 
 export interface NormalizedRetry {
   baseMs: number; capMs: number; maxAttempts: number; jitter: 'full' | 'decorrelated'; resetAfterMs: number
@@ -20,6 +21,14 @@ export interface NormalizedConnect {
   readyTimeoutMs: number
   /** the incarnations' water marks (null: the engine's) */
   water: WaterMarkOptions | null
+  /** tls as given (sources: paths or PEM), or null for plain TCP */
+  tls: ClientTlsOptions | null
+  /**
+   * what the incarnations connect with (PEM, built into a context once per update by the shard):
+   * ctx.connect fills it from its PEM; for engine.connect the shard sets it from the CertStore's
+   * spec that came with the request (the main thread read and validated the files)
+   */
+  tlsSpec: TlsClientSpec | null
 }
 
 /** Which door the options came through: engine.connect spreads `count` over shards, pinned by `shard`. */
@@ -37,7 +46,6 @@ const JITTERS = ['full', 'decorrelated'] as const
  */
 export function normalizeConnect(opts: unknown, known: (p: string) => boolean, door: ConnectDoor = 'engine.connect'): NormalizedConnect {
   const o = optionsObject(opts, `${door} options`)
-  if (o.tls !== undefined) throw new SyncsockError('ERR_SS_UNSUPPORTED', `${door}: option "tls" is not implemented yet`)
   if (door === 'ctx.connect' && (o.count !== undefined || o.shard !== undefined)) {
     throw new SyncsockError('ERR_SS_BAD_OPTION',
       `ctx.connect makes one connection on the calling shard: "count" and "shard" are engine.connect options`)
@@ -56,7 +64,14 @@ export function normalizeConnect(opts: unknown, known: (p: string) => boolean, d
       misses: checkInt('liveness.misses', l.misses ?? 1, 1, 1000),
     }
   }
+  // A shard reads no files: ctx.connect takes PEM bytes only (engine.connect's main thread reads paths).
+  const tls = o.tls === undefined ? null : parseClientTls(o.tls, door, door === 'engine.connect')
+  const tlsSpec: TlsClientSpec | null = tls && door === 'ctx.connect'
+    ? { set: -1, version: 1, pem: inlinePem(tls), servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, handshakeTimeoutMs: tls.handshakeTimeoutMs }
+    : null
   return {
+    tls,
+    tlsSpec,
     target: { host: o.host, port },
     protocol: o.protocol,
     retry: normalizeRetry(o.retry),

@@ -24,17 +24,21 @@
 // heap and one timer per shard: reconnect.ts); connects in flight are bounded per shard
 // (admission control: due connects wait in a FIFO, never dropped); target gates (gate.ts).
 
-import { connect as netConnect } from 'node:net'
+import { connect as netConnect, type Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { performance } from 'node:perf_hooks'
 import {
   C, F_FINAL, F_SERVER, H_STOPPING, ST_CONNECTING, ST_WAITING, ST_DEAD, idSlot,
 } from '../ss/layout.ts'
-import { SsSocket, REQ_BITS, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
+import { SsSocket, REQ_BITS, connectFailCounter, type IncarnationOwner, type ShardServices } from '../ss/socket.ts'
 import { SyncsockError } from '../ss/errors.ts'
 import { backoffDelay, type NormalizedConnect } from './retry.ts'
 import { HOOK_FAILED, type Lockable } from '../ss/upcall.ts'
 import { GatePolicy, type GateMember, type Gate } from './gate.ts'
 import { ReconnectTimer, type Scheduled } from './reconnect.ts'
 import type { FailoverDecision, FailoverReason, Protocol, Target } from './types.ts'
+import type { TlsClientSpec } from '../tls/options.ts'
+import { tlsConnectError } from '../tls/shard-tls.ts'
 
 type ConnState = 'queued' | 'connecting' | 'open' | 'waiting' | 'parked' | 'dead' | 'final'
 
@@ -68,6 +72,8 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
   /** the current incarnation has been counted as ready (connected) */
   readyCounted = false
   private connectTimer: NodeJS.Timeout | null = null
+  /** TLS: when this incarnation's TCP connect completed and its handshake began (0: not in one) */
+  private handshakeStart = 0
   /** this incarnation holds one of the shard's connect slots (admission), given back exactly once */
   private admitted = false
   private readonly mgr: ConnManager
@@ -123,11 +129,21 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
     this.readyCounted = false
     // allowHalfOpen: a peer's FIN does not end our side on its own; the socket's onEnd decides
     // (a protocol with connectionEnd is half-open, any other drops with 'fin': socket.ts).
-    const net = netConnect({ host: this.target.host, port: this.target.port, noDelay: true, allowHalfOpen: true })
+    const tls = this.cfg.tlsSpec
+    const raw = netConnect({ host: this.target.host, port: this.target.port, noDelay: true, allowHalfOpen: true })
+    // TLS: established only once the handshake completed ('secureConnect'); until then the
+    // incarnation is connecting and holds its admission slot (handshakes count against
+    // maxConnectsInFlight: a storm is admitted at the rate handshakes finish, Icinga #6517).
+    const net = tls ? svc.tls.connect(raw, tls, this.target.host) : raw
     const sock = new SsSocket(svc, this.id, 'server', this.cfg.protocol, this.proto, net, this, this.cfg.water)
+    this.handshakeStart = 0
+    if (tls) {
+      sock.raw = raw
+      raw.once('connect', () => this.handshaking(sock, tls))
+    }
     this.current = sock
     svc.register(sock)
-    sock.connecting()
+    sock.connecting(tls ? 'secureConnect' : 'connect')
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null
       if (sock.phase === 'connecting') {
@@ -137,8 +153,30 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
     }, this.cfg.connectTimeoutMs)
   }
 
-  /** The incarnation's TCP connect completed. */
+  /**
+   * TLS: the TCP connect completed and the handshake starts. The connect deadline becomes the
+   * handshake deadline (handshakeTimeoutMs); missing it is a failed connect (ERR_SS_TLS_TIMEOUT).
+   */
+  private handshaking(s: SsSocket, tls: TlsClientSpec): void {
+    if (this.current !== s || s.phase !== 'connecting') return
+    this.handshakeStart = performance.now()
+    this.mgr.svc.tls.outboundStarted()
+    if (this.connectTimer) clearTimeout(this.connectTimer)
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null
+      if (s.phase === 'connecting') {
+        s.lastError = new SyncsockError('ERR_SS_TLS_TIMEOUT', `TLS handshake with ${this.target.host}:${this.target.port} did not finish within ${tls.handshakeTimeoutMs} ms`)
+        s.net.destroy() // 'close' while connecting → connectFailed
+      }
+    }, tls.handshakeTimeoutMs)
+  }
+
+  /** The incarnation's TCP connect completed (with TLS: its handshake too). */
   established(s: SsSocket): void {
+    if (this.handshakeStart) {
+      this.mgr.svc.tls.outboundDone(this.handshakeStart, (s.net as TLSSocket).isSessionReused())
+      this.handshakeStart = 0
+    }
     this.releaseAdmission()
     const svc = this.mgr.svc
     if (this.mgr.stopping()) {
@@ -212,15 +250,19 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
     this.mgr.arm(this, delay)
   }
 
-  /** The incarnation's connect failed (refused, unreachable, timeout). */
+  /** The incarnation's connect failed (refused, unreachable, timeout, TLS handshake failed or timed out). */
   connectFailed(s: SsSocket, error: Error): void {
+    if (this.handshakeStart) {
+      // Failed after TCP was up: a TLS failure, whatever Node called it (a certificate error,
+      // an alert, the peer closing): retry gets ERR_SS_TLS (cause attached) or ERR_SS_TLS_TIMEOUT.
+      error = tlsConnectError(error, this.target.host, this.target.port)
+      this.mgr.svc.tls.outboundFailed(error)
+      this.handshakeStart = 0
+    }
     this.releaseAdmission()
     const svc = this.mgr.svc
-    const code = (error as NodeJS.ErrnoException).code
     svc.counters.add(C.connectFailed)
-    svc.counters.add(code === 'ECONNREFUSED' ? C.connectFailedRefused
-      : code === 'ERR_SS_TIMEOUT' || code === 'ETIMEDOUT' ? C.connectFailedTimeout
-        : code?.startsWith('ERR_TLS') || code?.startsWith('ERR_SSL') ? C.connectFailedTls : C.connectFailedOther)
+    svc.counters.add(connectFailCounter(error))
     svc.dispatcher.locked(this, () => {
       // A foreign close recorded while connecting: the connection is final, nothing to retry.
       if (svc.slots.takeFlags(this.id, REQ_BITS)) s.finalize('foreign', 'abort')
@@ -311,7 +353,11 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
 
   /** The incarnation's socket is gone (after its queued work ran: socket.ts). */
   released(s: SsSocket): void {
-    if (this.current === s) { this.releaseAdmission(); this.current = null }
+    if (this.current === s) {
+      if (this.handshakeStart) { this.mgr.svc.tls.outboundAbandoned(); this.handshakeStart = 0 } // closed mid-handshake
+      this.releaseAdmission()
+      this.current = null
+    }
     // Final already, or a foreign close is recorded in the slot and not yet applied: it is over.
     if (this.final) this.closeIdle()
     else if (this.state === 'open' || this.state === 'connecting') this.toWaiting()
@@ -339,6 +385,17 @@ export class ServerConn implements Lockable, IncarnationOwner, GateMember, Sched
 export interface ConnServices extends ShardServices {
   register(s: SsSocket): void
   report(type: string, detail: Record<string, unknown>): void
+  /** the shard's TLS (src/tls/shard-tls.ts): client contexts and handshake accounting */
+  readonly tls: TlsConnector
+}
+
+/** What a server connection needs of the shard's TLS. */
+export interface TlsConnector {
+  connect(raw: Socket, spec: TlsClientSpec, host: string): Socket
+  outboundStarted(): void
+  outboundDone(start: number, resumed: boolean): void
+  outboundFailed(error: Error): void
+  outboundAbandoned(): void
 }
 
 export interface LivenessHooks {

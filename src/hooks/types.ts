@@ -66,6 +66,48 @@ export type RetryDecision = number | false | { delayMs: number; target?: Target 
 
 export interface SocketTimer { cancel(): void }
 
+/** ctx.offload's answer: accepted, or refused at the call (nothing runs, `done` never will). */
+export type OffloadStatus = 'ok' | 'ERR_SS_BUSY' | 'ERR_SS_CLOSED' | 'ERR_SS_STOPPED'
+/**
+ * An offload's callback: runs in the owning shard under the socket's lock, only if that
+ * incarnation is still linked (else the result is discarded and counted `offloadsDiscarded`).
+ * `error` is set when the task threw (its message, name and string `code` survive the thread hop).
+ */
+export type OffloadDone = (sock: SsSocketApi, result: unknown, error: Error | undefined) => void
+
+/** Certificate material: PEM bytes (a Buffer/Uint8Array, or a string with -----BEGIN), or a file path or file: URL (read and watched by the main thread). */
+export type TlsMaterial = string | URL | Uint8Array
+
+/** listen({ tls }): served on every shard; files are watched and reloaded (docs/tls.md). */
+export interface TlsListenOptions {
+  cert: TlsMaterial
+  key: TlsMaterial
+  /** CA for client certificates; with it the served chain must lead to it too */
+  ca?: TlsMaterial
+  /** ask clients for a certificate (mutual TLS; default false) */
+  requestCert?: boolean
+  /** with requestCert: refuse clients whose certificate does not verify against `ca` (default true) */
+  rejectUnauthorized?: boolean
+  /** a handshake not done in this time is closed and counted (tlsFailedTimeout; default 10000) */
+  handshakeTimeoutMs?: number
+  /** session-ticket keys (the same on every shard) are replaced this often (default 3600000) */
+  ticketRotateMs?: number
+}
+
+/** connect({ tls }): a TLS server connection; a failed or timed-out handshake is a failed connect (retry). */
+export interface TlsConnectOptions {
+  ca?: TlsMaterial
+  /** a client certificate and its key (mutual TLS) */
+  cert?: TlsMaterial
+  key?: TlsMaterial
+  /** SNI and the name the certificate must carry (default: the host, unless it is an address) */
+  servername?: string
+  /** refuse a server whose certificate does not verify (default true) */
+  rejectUnauthorized?: boolean
+  /** the handshake after the TCP connect must finish in this time (default 10000): ERR_SS_TLS_TIMEOUT */
+  handshakeTimeoutMs?: number
+}
+
 /** Shard services reachable from a hook (and from a socket). */
 export interface ShardContext {
   readonly shard: number
@@ -89,6 +131,12 @@ export interface ShardContext {
   open(opts: OpenOptions): number
   /** A timer that belongs to one socket incarnation: it runs under the lock, only while linked. */
   timer(sock: SsSocketApi, ms: number, fn: (sock: SsSocketApi) => void): SocketTimer
+  /**
+   * Run `task` (an export of Engine.start's `tasks` module) with `input` on the blocking pool;
+   * `done(sock, result, error)` runs later under the socket's lock only if that incarnation is
+   * still linked. Refused at the call when this shard has blocking.maxOffloadsPerShard in flight.
+   */
+  offload(sock: SsSocketApi, task: string, input: unknown, done: OffloadDone): OffloadStatus
   readonly stopping: boolean
 }
 
@@ -177,4 +225,6 @@ export interface ConnectOptions {
   lowWater?: number
   /** pin to one shard (engine.connect only); default: round robin */
   shard?: number
+  /** TLS (ctx.connect: PEM bytes only, a shard reads no files) */
+  tls?: TlsConnectOptions
 }

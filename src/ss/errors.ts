@@ -22,6 +22,10 @@ export const codes = {
   ERR_SS_TIMEOUT: 'an operation did not finish in time',
   ERR_SS_SLOTS_EXHAUSTED: "the shard's slot table is full",
   ERR_SS_BAD_MEMORY: 'a SharedArrayBuffer does not hold a syncsock layout of this version',
+  ERR_SS_TLS: 'a TLS handshake failed (the cause says why: certificate verification, protocol, the peer closed)',
+  ERR_SS_TLS_TIMEOUT: 'a TLS handshake did not finish within handshakeTimeoutMs',
+  ERR_SS_TLS_MATERIAL: 'certificate material is unusable (unreadable, not PEM, key of another certificate, expired, not issued by the CA); the old material keeps serving',
+  ERR_SS_BUSY: 'too much work in flight (offloads of this shard); retry later',
 } as const
 
 export type ErrorCode = keyof typeof codes

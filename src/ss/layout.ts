@@ -13,7 +13,7 @@
 import { SyncsockError, badOption, checkInt } from './errors.ts'
 
 export const MAGIC = 0x53534b31 // 'SSK1'
-export const VERSION = 2
+export const VERSION = 3 // 3: TLS, reload and offload counters appended (issue #9)
 export const LINE = 64 // bytes: one cache line; head/tail/bells/counter blocks never share one
 
 // --- header words (Int32 index) ---
@@ -107,6 +107,13 @@ export const COUNTER_NAMES = [
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs',
   'shardRestarts', 'shardsDown', 'outboundOpened', 'outboundConnected', 'gates',
   'shardsTerminated', // main: shards stop() had to terminate (a handle kept them alive); stays 0
+  // TLS (issue #9): handshakes of both sides (accepted and server connections), durations, failures by cause
+  'tlsHandshakes', 'tlsHandshakesInFlight', 'tlsResumed', 'tlsHandshakeFailed', 'tlsFailedTimeout',
+  'tlsFailedCert', 'tlsFailedProtocol', 'tlsFailedClosed', 'tlsHandshakeP50Ms', 'tlsHandshakeP99Ms',
+  // certificate reloads: main counts validated (ok) and rejected updates; shards count contexts swapped
+  'certReloads', 'certReloadsRejected', 'certSwaps', 'ticketRotations',
+  // ctx.offload (the blocking pool): per shard
+  'offloads', 'offloadsInFlight', 'offloadsDelivered', 'offloadsDiscarded', 'offloadsRefused', 'offloadErrors',
 ] as const
 export type CounterName = typeof COUNTER_NAMES[number]
 export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]))) as {
@@ -115,6 +122,7 @@ export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n
 /** Gauges are levels, not events: summing is right for them too, but max-of for loop delay. */
 export const MAX_COUNTERS: ReadonlySet<CounterName> = new Set([
   'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs', 'reconnectLatencyMaxMs',
+  'tlsHandshakeP50Ms', 'tlsHandshakeP99Ms',
 ])
 
 export interface LayoutOptions {

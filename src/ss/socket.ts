@@ -93,7 +93,8 @@ export function connectFailCounter(error: Error): number {
   const code = (error as NodeJS.ErrnoException).code
   return code === 'ECONNREFUSED' ? C.connectFailedRefused
     : code === 'ERR_SS_TIMEOUT' || code === 'ETIMEDOUT' ? C.connectFailedTimeout
-      : code?.startsWith('ERR_TLS') || code?.startsWith('ERR_SSL') ? C.connectFailedTls : C.connectFailedOther
+      : code?.startsWith('ERR_SS_TLS') || code?.startsWith('ERR_TLS') || code?.startsWith('ERR_SSL') ? C.connectFailedTls
+        : C.connectFailedOther
 }
 const CLOSE_COUNTER: Record<CloseCause, number> = {
   'local': C.closedLocal, 'foreign': C.closedForeign, 'unlink': C.closedUnlink,
@@ -125,6 +126,11 @@ export class SsSocket implements Lockable {
   backlog: (() => void)[] | null = null
   phase: 'connecting' | 'open' | 'closing' | 'closed' = 'open'
   net: Socket
+  /**
+   * The TCP socket under a TLS socket (`net` is then the TLSSocket), or null for plain TCP. An
+   * abort resets it: a TLSSocket cannot resetAndDestroy itself (ERR_INVALID_HANDLE_TYPE).
+   */
+  raw: Socket | null = null
   /** this incarnation took its terminal path (drop or intentional close); data released with it */
   ended = false
   /** intentional close happened (F1) */
@@ -393,12 +399,24 @@ export class SsSocket implements Lockable {
   /** Hard stop of the I/O, whatever the state (close timeout, stop's last resort). */
   abortNow(): void {
     if (this.net.destroyed) return
-    if (this.net.connecting) this.net.destroy()
-    else this.net.resetAndDestroy()
+    if (this.net.connecting || this.phase === 'connecting') this.net.destroy()
+    else this.reset()
+  }
+
+  /** RST: the TCP socket's (under TLS, the raw one's; the TLS socket goes with it). */
+  private reset(): void {
+    if (this.raw) {
+      if (!this.raw.destroyed) this.raw.resetAndDestroy()
+      this.net.destroy()
+    } else if (!this.net.destroyed) {
+      this.net.resetAndDestroy()
+    }
   }
 
   private endIo(mode: CloseMode): void {
     if (this.phase === 'closed') return
+    // Still connecting (TCP, or a TLS handshake after it): nothing to flush or half-close.
+    const connecting = this.phase === 'connecting'
     if (this.phase !== 'closing') {
       this.phase = 'closing'
       this.svc.slots.setState(this.id, ST_CLOSING)
@@ -406,12 +424,12 @@ export class SsSocket implements Lockable {
       // never closes its end is aborted after closeTimeoutMs by the shard's housekeeping.
       this.svc.watchdog.watchClose(this)
     }
-    if (this.net.connecting) {
+    if (this.net.connecting || connecting) {
       // Never resetAndDestroy a connecting socket: Node defers that until 'connect', so a close
       // or stop during a blackholed connect would wait for the kernel's SYN retries (minutes).
       this.net.destroy()
     } else if (mode === 'abort') {
-      if (!this.net.destroyed) this.net.resetAndDestroy()
+      this.reset()
     } else if (!this.net.writableEnded) {
       this.net.end()
     }
@@ -510,11 +528,14 @@ export class SsSocket implements Lockable {
 
   // ---------------- outbound (server connection incarnations) ----------------
 
-  /** Mark as connecting (the owner created `net` with net.connect). */
-  connecting(): void {
+  /**
+   * Mark as connecting (the owner created `net` with net.connect, or tls.connect: then it is
+   * established at 'secureConnect', after the handshake, not at the TCP 'connect').
+   */
+  connecting(established: 'connect' | 'secureConnect' = 'connect'): void {
     this.phase = 'connecting'
     this.svc.slots.setState(this.id, ST_CONNECTING)
-    this.net.once('connect', netConnect)
+    this.net.once(established, netConnect)
   }
 
   onConnect(): void {

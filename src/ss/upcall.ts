@@ -31,7 +31,7 @@ export interface Lockable {
 
 export const HOOK_FAILED: unique symbol = Symbol('syncsock.hookFailed')
 
-export interface HookFailure { hook: HookName | 'timer'; error: unknown }
+export interface HookFailure { hook: HookName | 'timer' | 'offload'; error: unknown }
 
 /** What a hook is called on: it is the hook's `sock` argument and hears of the hook's failure. */
 export interface HookCaller { hookError(f: HookFailure): void }

@@ -14,8 +14,8 @@ import type { Dispatcher, HookFailure } from '../ss/upcall.ts'
 import type { ConnManager, ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
-  ConnectOptions, CtxSendStatus, OpenOptions, Protocol, RequestStatus, ShardContext, SocketTimer,
-  SsSocketApi,
+  ConnectOptions, CtxSendStatus, OffloadDone, OffloadStatus, OpenOptions, Protocol, RequestStatus, ShardContext,
+  SocketTimer, SsSocketApi,
 } from '../hooks/types.ts'
 import { parseOpenOptions, type OpenConfig } from './options.ts'
 
@@ -35,6 +35,7 @@ export interface ContextHost {
   open(cfg: OpenConfig): number
   connFor(id: number): ServerConn | null
   hookFailed(s: SsSocket, f: HookFailure): void
+  offload(s: SsSocket, task: string, input: unknown, done: OffloadDone): OffloadStatus
 }
 
 /**
@@ -111,6 +112,15 @@ export function makeContext(host: ContextHost): ShardContext {
       }, ms)
       ;(s.timers ??= new Set()).add(t)
       return { cancel() { clearTimeout(t); s.timers?.delete(t) } }
+    },
+    offload(sock: SsSocketApi, task: string, input: unknown, done: OffloadDone): OffloadStatus {
+      const s = sock as SsSocket
+      if (!(s instanceof SsSocket) || s.shard !== host.shard) {
+        throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.offload takes a socket of this shard')
+      }
+      if (typeof task !== 'string' || task.length === 0) badOption('ctx.offload task', 'the name of a function the tasks module exports', task)
+      if (typeof done !== 'function') badOption('ctx.offload done', 'a function (sock, result, error)', done)
+      return host.offload(s, task, input, done)
     },
   }
 }

@@ -5,6 +5,8 @@
 
 import { Worker } from 'node:worker_threads'
 import { EventEmitter } from 'node:events'
+import { access } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { Layout, C, H_STOPPING, T_ALIVE, T_EPOCH, F_FINAL, ST_DEAD, type CounterName } from '../ss/layout.ts'
 import { sealShard } from '../ss/slots.ts'
 import { Doorbell } from '../ss/ring.ts'
@@ -13,8 +15,12 @@ import { CallbackLock } from '../ss/lock.ts'
 import { ForeignOps } from '../ss/foreign.ts'
 import { SyncsockError, asCode } from '../ss/errors.ts'
 import { closeModeOf, type CloseModeArg } from '../ss/options.ts'
-import type { ConnectOptions, RemoteSendStatus, RequestStatus } from '../hooks/types.ts'
+import type { ConnectOptions, RemoteSendStatus, RequestStatus, TlsListenOptions } from '../hooks/types.ts'
 import type { FromShard, ListenSpec, ShardInit, ToShard } from './messages.ts'
+import { BlockingPool, MATERIAL_TASK, TASK_RUNNER } from './blocking.ts'
+import type { TaskOutput } from './blocking-task.ts'
+import { CertStore } from '../tls/certstore.ts'
+import { parseClientTls, type TlsClientSpec, type TlsServerSpec } from '../tls/options.ts'
 import {
   type EngineConfig, parseConnectOptions, parseEngineOptions, parseListenOptions, parseStopOptions,
 } from './options.ts'
@@ -51,10 +57,10 @@ export interface EngineOptions {
   restartWindowMs?: number
   /** structured-cloneable; every shard sees a snapshot of it as ctx.config */
   config?: unknown
-  /** not implemented yet: rejected with ERR_SS_UNSUPPORTED */
+  /** module whose exported functions ctx.offload runs on the blocking pool (path or URL) */
   tasks?: string | URL
-  /** not implemented yet: rejected with ERR_SS_UNSUPPORTED */
-  blocking?: { maxThreads?: number }
+  /** the blocking pool (piscina, main thread; started on first use, closed by stop): certificate work and offloads */
+  blocking?: { maxThreads?: number; maxOffloadsPerShard?: number }
 }
 
 /** engine.stop options. */
@@ -72,6 +78,8 @@ export interface ListenOptions {
   highWater?: number
   /** their low-water mark: connectionWritable once a queue drains to it (default highWater / 2) */
   lowWater?: number
+  /** serve TLS on every shard (files are watched and reloaded: docs/tls.md) */
+  tls?: TlsListenOptions
 }
 
 export interface Listener {
@@ -112,7 +120,8 @@ interface ShardHandle {
 const RPC_TIMEOUT_MS = 30_000
 /** Counters that are levels of a shard's current state: zeroed when that shard dies. */
 const GAUGES = (['active', 'connecting', 'listeners', 'connectsInFlight', 'pendingConnects', 'parked', 'serverConns', 'gates',
-  'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs'] satisfies CounterName[]).map((n) => C[n])
+  'loopDelayP50Ms', 'loopDelayP99Ms', 'loopDelayMaxMs', 'tlsHandshakesInFlight', 'tlsHandshakeP50Ms', 'tlsHandshakeP99Ms',
+  'offloadsInFlight'] satisfies CounterName[]).map((n) => C[n])
 /** how long a failed engine.connect waits for the connections it abandoned to release their slots */
 const ABANDON_WAIT_MS = 2000
 
@@ -127,6 +136,8 @@ export class Engine extends EventEmitter {
   private readonly listenSpecs = new Map<number, ListenSpec>()
   /** per shard: the connect requests it serves, re-issued if it is restarted (R1) */
   private readonly connectSpecs: { opts: ConnectOptions; ids: number[] }[][] = []
+  /** the TLS material set of a connectSpecs entry's opts (the CertStore updates it in place) */
+  private readonly connTls = new WeakMap<ConnectOptions, TlsClientSpec>()
   private readonly restart: boolean
   private nextReq = 1
   private nextKey = 1
@@ -140,6 +151,10 @@ export class Engine extends EventEmitter {
   private readonly restartTimers = new Set<NodeJS.Timeout>()
   /** Engine.start options, normalized (workers/options.ts): boot timeout, restart budget, config */
   private cfg!: EngineConfig
+  /** the blocking pool (piscina): started on first use, closed by stop() */
+  private pool!: BlockingPool
+  /** certificate material of TLS listeners and connections (created with the first one) */
+  private certs: CertStore | null = null
 
   private constructor(layout: Layout, init: Omit<ShardInit, 'shard'>, restart: boolean) {
     super()
@@ -159,10 +174,19 @@ export class Engine extends EventEmitter {
     if (process.platform !== 'linux') throw new SyncsockError('ERR_SS_UNSUPPORTED', 'syncsock needs Linux (SO_REUSEPORT balancing)')
     const cfg = parseEngineOptions(opts)
     const { shards, hooks, limits } = cfg
+    if (cfg.tasks !== null && cfg.tasks.startsWith('file:')) {
+      // A missing tasks module is an option error now, not a failure at the first offload.
+      try { await access(fileURLToPath(cfg.tasks)) } catch (e) {
+        throw new SyncsockError('ERR_SS_BAD_OPTION', `option "tasks": no module at ${cfg.tasks} (${(e as NodeJS.ErrnoException).code ?? e})`)
+      }
+    } else if (cfg.tasks !== null) {
+      throw new SyncsockError('ERR_SS_BAD_OPTION', `option "tasks" must be a file path or file: URL; got ${cfg.tasks}`)
+    }
     const layout = new Layout({ shards, slotsPerShard: cfg.maxSocketsPerShard, ringBytes: cfg.ringBytes })
     const sab = layout.create()
-    const engine = new Engine(layout, { sab, hooks, limits, config: cfg.config }, cfg.restartShards)
+    const engine = new Engine(layout, { sab, hooks, limits, config: cfg.config, tasks: cfg.tasks }, cfg.restartShards)
     engine.cfg = cfg
+    engine.pool = new BlockingPool(cfg.blocking)
     try {
       for (let i = 0; i < shards; i++) engine.spawn(i)
       await Promise.all(engine.shards.map((s) => s.ready))
@@ -211,6 +235,8 @@ export class Engine extends EventEmitter {
         clearTimeout(p.timer)
         if (m.ok) p.resolve(m.value)
         else p.reject(new SyncsockError(asCode(m.error.code, 'ERR_SS_LISTEN'), m.error.message))
+      } else if (m.t === 'offload') {
+        this.runOffload(h, m.oid, m.task, m.input)
       } else if (m.t === 'event') {
         if (m.type === 'lingering') { h.lingering = m.detail.handles; return } // stop's exit, below
         if (m.type === 'boot-error') {
@@ -308,10 +334,13 @@ export class Engine extends EventEmitter {
       // Its server connections come back on the new incarnation of the shard, with new ids.
       const ids: number[] = []
       for (const c of wanted) {
-        const got = await this.rpc(nh, { t: 'connect', req: 0, opts: { ...c.opts, count: c.count }, count: c.count }).catch(fail)
+        const tls = this.connTls.get(c.opts)
+        const got = await this.rpc(nh, { t: 'connect', req: 0, opts: { ...c.opts, count: c.count }, count: c.count, tls }).catch(fail)
         if (Array.isArray(got)) {
           ids.push(...(got as number[]))
-          ;(this.connectSpecs[index] ??= []).push({ opts: { ...c.opts, count: c.count }, ids: got as number[] })
+          const opts = { ...c.opts, count: c.count }
+          if (tls) this.connTls.set(opts, tls)
+          ;(this.connectSpecs[index] ??= []).push({ opts, ids: got as number[] })
         }
       }
       this.emit('shard-restart', { shard: index, connections: ids })
@@ -340,9 +369,22 @@ export class Engine extends EventEmitter {
   /** Open the same port on every shard (SO_REUSEPORT). Port 0: shard 0 picks, the rest join it. */
   async listen(opts: ListenOptions): Promise<Listener> {
     this.assertRunning()
-    const { port: wanted, host, protocol, backlog, water } = parseListenOptions(opts)
+    const { port: wanted, host, protocol, backlog, water, tls } = parseListenOptions(opts)
+    // TLS: the main thread reads and validates the material on the pool before any shard listens
+    // (a broken one rejects with ERR_SS_TLS_MATERIAL and opens nothing); then it is watched.
+    const tlsSpec: TlsServerSpec | null = tls ? await this.certStore().addServer(tls) : null
     const key = this.nextKey++
-    const spec: ListenSpec = { key, port: wanted, host, protocol, backlog, water }
+    const spec: ListenSpec = { key, port: wanted, host, protocol, backlog, water, tls: tlsSpec }
+    try {
+      return await this.listenSpec(spec)
+    } catch (e) {
+      if (tlsSpec) this.certs?.remove(tlsSpec.set)
+      throw e
+    }
+  }
+
+  private async listenSpec(spec: ListenSpec): Promise<Listener> {
+    const { key, host, protocol } = spec
     // A shard that is down (restarting, or down for good) is skipped: a replacement reopens every
     // listener of listenSpecs when it boots.
     const up = this.shards.filter((h) => !h.dead)
@@ -360,6 +402,7 @@ export class Engine extends EventEmitter {
       key, port, host, protocol,
       close: async () => {
         if (!this.listenSpecs.delete(key)) return
+        if (spec.tls) this.certs?.remove(spec.tls.set)
         await Promise.allSettled(this.shards.map((h) => this.rpc(h, { t: 'unlisten', req: 0, key })))
       },
     }
@@ -373,7 +416,11 @@ export class Engine extends EventEmitter {
    */
   async connect(opts: ConnectOptions): Promise<number[]> {
     this.assertRunning()
-    const { spec, count, shard } = parseConnectOptions(opts, this.layout.shards)
+    const { spec: given, count, shard } = parseConnectOptions(opts, this.layout.shards)
+    // TLS: the shards get PEM the main thread read and validated (a shard reads no files).
+    const spec = { ...given }
+    delete spec.tls
+    const tls = given.tls ? await this.certStore().addClient(parseClientTls(given.tls, 'engine.connect')) : undefined
     const per = new Array<number>(this.layout.shards).fill(0)
     if (shard !== undefined) per[shard] = count
     else {
@@ -386,13 +433,15 @@ export class Engine extends EventEmitter {
     const made: { shard: number; entry: { opts: ConnectOptions; ids: number[] } }[] = []
     const res = await Promise.allSettled(per.map(async (n, i) => {
       if (n === 0) return
-      const ids = (await this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...spec, count: n }, count: n })) as number[]
+      const ids = (await this.rpc(this.shards[i], { t: 'connect', req: 0, opts: { ...spec, count: n }, count: n, tls })) as number[]
       const entry = { opts: { ...spec, count: n }, ids }
+      if (tls) this.connTls.set(entry.opts, tls)
       ;(this.connectSpecs[i] ??= []).push(entry)
       made.push({ shard: i, entry })
     }))
     const failed = res.find((r) => r.status === 'rejected')
     if (failed) {
+      if (tls) this.certs?.remove(tls.set)
       await this.abandonConnects(made)
       throw failed.reason
     }
@@ -426,6 +475,53 @@ export class Engine extends EventEmitter {
 
   unlink(id: number): RequestStatus { return this.foreign.unlink(id) }
 
+  // ---------------- TLS material, the blocking pool ----------------
+
+  /**
+   * Re-read and re-validate every TLS listener's and connection's material now (on the pool) and
+   * swap it on every shard. Resolves when every shard swapped; rejects with the reason
+   * (ERR_SS_TLS_MATERIAL naming the file and why) if any set's new material is broken — that set
+   * keeps serving its old material. SIGHUP in the proxy calls this.
+   */
+  async reloadCerts(): Promise<void> {
+    this.assertRunning()
+    await this.certs?.reloadAll()
+  }
+
+  private certStore(): CertStore {
+    this.certs ??= new CertStore({
+      pool: this.pool,
+      materialTask: MATERIAL_TASK,
+      counters: this.counters,
+      broadcast: (spec) => this.broadcastCerts(spec),
+      report: (type, detail) => this.onShardEvent(type, detail),
+    })
+    return this.certs
+  }
+
+  /** One set's update to every running shard; each builds one context and swaps it. */
+  private async broadcastCerts(spec: TlsServerSpec | TlsClientSpec): Promise<void> {
+    const up = this.shards.filter((h) => !h.dead)
+    const res = await Promise.allSettled(up.map((h) => this.rpc(h, { t: 'certs', req: 0, spec })))
+    const bad = res.find((r) => r.status === 'rejected')
+    if (bad) throw (bad as PromiseRejectedResult).reason
+  }
+
+  /** A shard's ctx.offload: run it on the pool, post the result back to that same shard thread. */
+  private runOffload(h: ShardHandle, oid: number, task: string, input: unknown): void {
+    const answer = (m: Omit<Extract<ToShard, { t: 'offload-done' }>, 't' | 'req' | 'oid'>) => {
+      // A shard that died or stopped meanwhile: its replacement never asked for this.
+      if (h.dead || this.shards[h.index] !== h) return
+      try { h.worker.postMessage({ t: 'offload-done', req: 0, oid, ...m } satisfies ToShard) } catch (e) {
+        h.worker.postMessage({ t: 'offload-done', req: 0, oid, ok: false, error: { name: 'SyncsockError', code: 'ERR_SS_BAD_OPTION', message: `offload result of "${task}" is not structured-cloneable: ${(e as Error).message}` } } satisfies ToShard)
+      }
+    }
+    this.pool.run<TaskOutput>(TASK_RUNNER, 'runTask', { module: this.cfg.tasks, name: task, input }).then(
+      (r) => answer(r.ok ? { ok: true, value: r.value } : { ok: false, error: r.error }),
+      (e: Error) => answer({ ok: false, error: { name: e?.name ?? 'Error', message: String(e?.message ?? e), code: (e as { code?: string })?.code } }),
+    )
+  }
+
   // ---------------- stats ----------------
 
   stats(): EngineStats {
@@ -450,6 +546,7 @@ export class Engine extends EventEmitter {
     this.stopPromise = Promise.resolve()
     Atomics.store(this.i32, H_STOPPING, 1)
     await Promise.all(this.shards.map((h) => h.worker.terminate()))
+    await this.pool.close()
   }
 
   private async doStop(graceMs: number): Promise<void> {
@@ -458,6 +555,7 @@ export class Engine extends EventEmitter {
     // 1. STOPPING first: connect refuses, established-during-stop closes without hooks,
     //    reconnect timers refuse to arm (F1).
     Atomics.store(this.i32, H_STOPPING, 1)
+    this.certs?.close() // no watcher, no reload, no ticket rotation from here on
     for (let s = 0; s < this.layout.shards; s++) new Doorbell(this.sab, this.layout, s + 1).ring()
     // 2–4. each shard closes listeners, then every socket and connection, and synchronizes.
     await Promise.allSettled(this.shards.filter((h) => !h.dead).map((h) => this.rpc(h, { t: 'stop', req: 0, graceMs }, graceMs + 10_000)))
@@ -475,6 +573,8 @@ export class Engine extends EventEmitter {
       }
     }))
     this.listenSpecs.clear()
+    // The blocking pool last: offloads still running are dropped (their shards counted them).
+    await this.pool.close()
   }
 
   async [Symbol.asyncDispose](): Promise<void> { await this.stop() }

@@ -12,6 +12,8 @@ import { checkBool, optionsObject, rejectUnknownKeys, shown, waterMarksOf, type 
 import { normalizeConnect } from '../hooks/retry.ts'
 import type { ConnectOptions } from '../hooks/types.ts'
 import type { ShardLimits } from './messages.ts'
+import type { BlockingConfig } from './blocking.ts'
+import { parseServerTls, type ServerTlsOptions } from '../tls/options.ts'
 
 /** Engine.start options, normalized. */
 export interface EngineConfig {
@@ -29,23 +31,23 @@ export interface EngineConfig {
   bootTimeoutMs: number
   maxRestarts: number
   restartWindowMs: number
+  /** the tasks module ctx.offload runs on the blocking pool (a URL string), or null */
+  tasks: string | null
+  blocking: BlockingConfig
 }
+
+const BLOCKING_KEYS = ['maxThreads', 'maxOffloadsPerShard'] as const
 
 const ENGINE_KEYS = [
   'shards', 'hooks', 'config', 'tasks', 'blocking', 'maxSocketsPerShard', 'ringBytes', 'highWater',
   'lowWater', 'maxQueue', 'sendTimeoutMs', 'closeTimeoutMs', 'drainBudget', 'maxConnectsInFlight',
   'restartShards', 'bootTimeoutMs', 'maxRestarts', 'restartWindowMs',
 ] as const
-/** In DESIGN §3 but not built yet: refused loudly rather than silently ignored. */
-const NOT_YET = ['tasks', 'blocking'] as const
 const MAX_SHARDS = 255
 
 export function parseEngineOptions(opts: unknown): EngineConfig {
   const o = optionsObject(opts === undefined ? {} : opts, 'Engine.start options')
   rejectUnknownKeys(o, ENGINE_KEYS, 'Engine.start options')
-  for (const k of NOT_YET) {
-    if (o[k] !== undefined) throw new SyncsockError('ERR_SS_UNSUPPORTED', `Engine.start option "${k}" is not implemented yet`)
-  }
   const shards = o.shards === undefined || o.shards === 'auto'
     ? Math.min(availableParallelism(), MAX_SHARDS) : checkInt('shards', o.shards, 1, MAX_SHARDS)
   const highWater = checkInt('highWater', o.highWater ?? 1 << 20, 1024, 2 ** 31)
@@ -57,7 +59,15 @@ export function parseEngineOptions(opts: unknown): EngineConfig {
     closeTimeoutMs: checkInt('closeTimeoutMs', o.closeTimeoutMs ?? 10_000, 10, 86_400_000),
     drainBudget: checkInt('drainBudget', o.drainBudget ?? 1024, 1, 1 << 20),
     maxConnectsInFlight: checkInt('maxConnectsInFlight', o.maxConnectsInFlight ?? 256, 1, 1 << 20),
+    maxOffloads: 0, // set from blocking below
   }
+  const b = optionsObject(o.blocking === undefined ? {} : o.blocking, 'option "blocking"')
+  rejectUnknownKeys(b, BLOCKING_KEYS, 'blocking options')
+  const blocking: BlockingConfig = {
+    maxThreads: checkInt('blocking.maxThreads', b.maxThreads ?? 1, 1, 64),
+    maxOffloadsPerShard: checkInt('blocking.maxOffloadsPerShard', b.maxOffloadsPerShard ?? 256, 1, 1 << 20),
+  }
+  limits.maxOffloads = blocking.maxOffloadsPerShard
   if (limits.maxQueue < limits.highWater) badOption('maxQueue', `>= highWater (${limits.highWater})`, limits.maxQueue)
   if (o.ringBytes !== undefined && typeof o.ringBytes !== 'number') badOption('ringBytes', 'a power of two in [1024, 2^30]', o.ringBytes)
   return {
@@ -71,7 +81,18 @@ export function parseEngineOptions(opts: unknown): EngineConfig {
     bootTimeoutMs: checkInt('bootTimeoutMs', o.bootTimeoutMs ?? 10_000, 1, 3_600_000),
     maxRestarts: checkInt('maxRestarts', o.maxRestarts ?? 5, 0, 1000),
     restartWindowMs: checkInt('restartWindowMs', o.restartWindowMs ?? 60_000, 1, 86_400_000),
+    tasks: o.tasks === undefined ? null : moduleUrl('tasks', o.tasks),
+    blocking,
   }
+}
+
+/** A module option (hooks, tasks): a path (relative to the cwd) or a URL, as a URL string. */
+function moduleUrl(name: string, h: unknown): string {
+  if (h instanceof URL) return h.href
+  if (typeof h === 'string' && h.length > 0) {
+    return /^[a-z]+:/.test(h) ? h : pathToFileURL(isAbsolute(h) ? h : resolvePath(h)).href
+  }
+  return badOption(name, 'a module path or URL', h)
 }
 
 function hooksUrl(h: unknown): string | null {
@@ -94,7 +115,11 @@ function cloneConfig(c: unknown): unknown {
   }
 }
 
-export interface ListenConfig { port: number; host: string; protocol: string; backlog: number; water: WaterMarkOptions | null }
+export interface ListenConfig {
+  port: number; host: string; protocol: string; backlog: number; water: WaterMarkOptions | null
+  /** TLS as given (sources: paths are read and watched by the main thread's CertStore) */
+  tls: ServerTlsOptions | null
+}
 
 const LISTEN_KEYS = ['port', 'host', 'protocol', 'backlog', 'highWater', 'lowWater', 'tls'] as const
 
@@ -102,12 +127,14 @@ const LISTEN_KEYS = ['port', 'host', 'protocol', 'backlog', 'highWater', 'lowWat
 export function parseListenOptions(opts: unknown): ListenConfig {
   const o = optionsObject(opts, 'listen options')
   rejectUnknownKeys(o, LISTEN_KEYS, 'listen options')
-  if (o.tls !== undefined) throw new SyncsockError('ERR_SS_UNSUPPORTED', 'listen option "tls" is not implemented yet')
   const port = checkInt('port', o.port, 0, 65535)
   const host = o.host ?? '127.0.0.1'
   if (typeof host !== 'string' || host.length === 0) badOption('host', 'a non-empty string', host)
   if (typeof o.protocol !== 'string' || o.protocol.length === 0) badOption('protocol', 'a protocol name', o.protocol)
-  return { port, host, protocol: o.protocol, backlog: checkInt('backlog', o.backlog ?? 4096, 1, 1 << 20), water: waterMarksOf(o, 'listen') }
+  return {
+    port, host, protocol: o.protocol, backlog: checkInt('backlog', o.backlog ?? 4096, 1, 1 << 20), water: waterMarksOf(o, 'listen'),
+    tls: o.tls === undefined ? null : parseServerTls(o.tls),
+  }
 }
 
 export interface ConnectPlan {

@@ -5,6 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import {
   Layout, C, T_ALIVE, T_EPOCH, H_STOPPING, ST_ESTABLISHED, ST_CONNECTING, F_REQ_CLOSE, F_REQ_ABORT,
@@ -23,10 +24,18 @@ import { loadProtocols } from '../hooks/protocols.ts'
 import { ConnManager, type ConnServices, type ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import { Liveness } from '../hooks/liveness.ts'
-import type { ConnectOptions, Protocol, ShardContext } from '../hooks/types.ts'
+import type { ConnectOptions, OffloadDone, OffloadStatus, Protocol, ShardContext, SsSocketApi } from '../hooks/types.ts'
 import { makeContext, type ContextHost } from './context.ts'
 import type { OpenConfig } from './options.ts'
 import type { FromShard, ListenSpec, ShardInit, ShardLimits, ToShard } from './messages.ts'
+import { ShardTls } from '../tls/shard-tls.ts'
+import type { TlsClientSpec } from '../tls/options.ts'
+
+/** A ctx.offload in flight: the incarnation it belongs to (its id and the object), and its callback. */
+interface Offload { id: number; sock: SsSocket; done: OffloadDone }
+
+/** Loop-delay sampling interval, ms (monitorEventLoopDelay's resolution). */
+const LOOP_SAMPLE_MS = 10
 
 class Shard implements ConnServices, ContextHost {
   readonly shard: number
@@ -46,7 +55,8 @@ class Shard implements ConnServices, ContextHost {
   private readonly bySlot: (SsSocket | null)[]
   private readonly listeners = new Map<number, Server>()
   readonly watchdog: Watchdog
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  /** T1. Node's histogram records each sampling interval whole (an idle loop reads ~LOOP_SAMPLE_MS): the lateness is that minus the interval. */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS })
   private readonly housekeeping: NodeJS.Timeout
   private live = 0
   private stopping = false
@@ -54,11 +64,18 @@ class Shard implements ConnServices, ContextHost {
   readonly config: unknown
   get isStopping(): boolean { return this.stopping || Atomics.load(this.i32, H_STOPPING) !== 0 }
   private readonly port = parentPort!
+  /** TLS contexts and handshakes in flight (src/tls/shard-tls.ts) */
+  readonly tls: ShardTls
+  /** Engine.start's tasks module, or null (ctx.offload refuses) */
+  private readonly tasks: string | null
+  private readonly offloads = new Map<number, Offload>()
+  private nextOffload = 0
 
   constructor(init: ShardInit, protocols: Record<string, Protocol>) {
     this.shard = init.shard
     this.tid = init.shard + 1
     this.config = init.config
+    this.tasks = init.tasks
     this.layout = Layout.from(init.sab)
     this.i32 = new Int32Array(init.sab)
     this.limits = init.limits
@@ -66,6 +83,7 @@ class Shard implements ConnServices, ContextHost {
     this.counters = new CounterBlock(init.sab, this.layout, this.tid)
     this.counters.reset()
     this.watchdog = new Watchdog(this.limits, this.counters)
+    this.tls = new ShardTls(this.counters)
     const lock = new CallbackLock(init.sab, this.layout, this.tid, this.counters)
     this.dispatcher = new Dispatcher(lock, this.counters)
     this.slots = new SlotTable(init.sab, this.layout, this.shard)
@@ -90,7 +108,10 @@ class Shard implements ConnServices, ContextHost {
     this.housekeeping = setInterval(this.housekeep, scanMs)
     Atomics.store(this.i32, this.layout.threadBase(this.tid) + T_ALIVE, 1)
     this.inbox.run()
-    this.port.on('message', (m: ToShard) => { void this.control(m) })
+    this.port.on('message', (m: ToShard) => {
+      if (m.t === 'offload-done') this.offloadDone(m)
+      else void this.control(m)
+    })
   }
 
   // ---------------- services for sockets and connections ----------------
@@ -133,6 +154,21 @@ class Shard implements ConnServices, ContextHost {
       net.destroySoon()
       return
     }
+    net.setNoDelay(true)
+    // TLS: registered (slot, connectionNew) only once the handshake completed (acceptSecure);
+    // until then it is a handshake in flight, its deadline on the housekeeping tick.
+    if (spec.tls) { this.tls.accept(spec.key, net, spec.tls.handshakeTimeoutMs); return }
+    this.registerAccepted(spec, net, null)
+  }
+
+  /** A TLS listener's socket finished its handshake: now it is a socket of this shard. */
+  private acceptSecure(spec: ListenSpec, s: TLSSocket, raw: Socket): void {
+    if (this.stopping || Atomics.load(this.i32, H_STOPPING)) { s.end(); s.destroySoon(); return } // §6b.1: no hooks
+    s.allowHalfOpen = true // as every socket: a peer's FIN is the protocol's to handle (socket.ts onEnd)
+    this.registerAccepted(spec, s, raw)
+  }
+
+  private registerAccepted(spec: ListenSpec, net: Socket, raw: Socket | null): void {
     const id = this.slots.alloc(0, ST_ESTABLISHED)
     if (id < 0) {
       this.counters.add(C.refusedNoSlot)
@@ -140,8 +176,8 @@ class Shard implements ConnServices, ContextHost {
       net.destroy()
       return
     }
-    net.setNoDelay(true)
     const s = new SsSocket(this, id, 'client', spec.protocol, this.protocols[spec.protocol], net, null, spec.water)
+    s.raw = raw
     this.register(s)
     this.counters.add(C.accepted)
     s.accepted()
@@ -240,15 +276,75 @@ class Shard implements ConnServices, ContextHost {
     return conn && conn.id === id ? conn : null
   }
 
+  // ---------------- ctx.offload (the blocking pool, through main) ----------------
+
+  /**
+   * Post a task to main (which runs it on the pool). Refused at the call when this shard already
+   * has maxOffloads in flight (ERR_SS_BUSY), as a send is refused when its queue is full.
+   */
+  offload(s: SsSocket, task: string, input: unknown, done: OffloadDone): OffloadStatus {
+    if (this.tasks === null) {
+      throw new SyncsockError('ERR_SS_BAD_OPTION', 'ctx.offload needs a tasks module: Engine.start({ tasks })')
+    }
+    if (this.isStopping) return 'ERR_SS_STOPPED'
+    if (s.ended || s.final || s.phase === 'closed' || this.socketFor(s.id) !== s) return 'ERR_SS_CLOSED'
+    if (this.offloads.size >= this.limits.maxOffloads) { this.counters.add(C.offloadsRefused); return 'ERR_SS_BUSY' }
+    const oid = ++this.nextOffload
+    try {
+      this.post({ t: 'offload', oid, task, input })
+    } catch (e) {
+      throw new SyncsockError('ERR_SS_BAD_OPTION', `ctx.offload input must be structured-cloneable: ${(e as Error)?.message ?? e}`, { cause: e })
+    }
+    this.offloads.set(oid, { id: s.id, sock: s, done })
+    this.counters.add(C.offloads)
+    this.counters.set(C.offloadsInFlight, this.offloads.size)
+    return 'ok'
+  }
+
+  /**
+   * An offload's result: `done` runs under the socket's lock only if the incarnation that asked is
+   * still the one its id names (generation and object: not released, not a later incarnation of a
+   * server connection) and still linked with no close/unlink pending; else it is discarded and
+   * counted (L1/L2 for asynchronous work).
+   */
+  private offloadDone(m: Extract<ToShard, { t: 'offload-done' }>): void {
+    const o = this.offloads.get(m.oid)
+    if (!o) return
+    this.offloads.delete(m.oid)
+    this.counters.set(C.offloadsInFlight, this.offloads.size)
+    const s = o.sock
+    if (this.socketFor(o.id) !== s) { this.counters.add(C.offloadsDiscarded); return }
+    this.dispatcher.locked(s, () => {
+      if (!s.runnable() || this.socketFor(o.id) !== s) { this.counters.add(C.offloadsDiscarded); return }
+      let error: Error | undefined
+      if (!m.ok) {
+        this.counters.add(C.offloadErrors)
+        error = Object.assign(new Error(m.error?.message ?? 'offload failed'), { name: m.error?.name ?? 'Error', code: m.error?.code })
+      }
+      this.counters.add(C.offloadsDelivered)
+      try {
+        o.done(s as unknown as SsSocketApi, m.ok ? m.value : undefined, error)
+      } catch (err) {
+        // Like any hook error: reported, and the incarnation ends (not the connection).
+        this.counters.add(C.hookErrors)
+        this.hookFailed(s, { hook: 'offload', error: err })
+        s.hookFailed()
+      }
+    })
+  }
+
   // ---------------- housekeeping ----------------
 
   private housekeep = (): void => {
     const now = Date.now()
     this.watchdog.scan(now)
+    this.tls.scan(now)
+    this.tls.publish()
     const ns = 1e6
-    this.counters.set(C.loopDelayP50Ms, this.loopDelay.percentile(50) / ns)
-    this.counters.set(C.loopDelayP99Ms, this.loopDelay.percentile(99) / ns)
-    this.counters.set(C.loopDelayMaxMs, this.loopDelay.max / ns)
+    const late = (v: number) => Math.max(0, v / ns - LOOP_SAMPLE_MS)
+    this.counters.set(C.loopDelayP50Ms, late(this.loopDelay.percentile(50)))
+    this.counters.set(C.loopDelayP99Ms, late(this.loopDelay.percentile(99)))
+    this.counters.set(C.loopDelayMaxMs, late(this.loopDelay.max))
   }
 
   // ---------------- control plane ----------------
@@ -261,8 +357,9 @@ class Shard implements ConnServices, ContextHost {
       switch (m.t) {
         case 'listen': value = await this.listen(m.spec); break
         case 'unlisten': value = await this.unlisten(m.key); break
-        case 'connect': value = this.connectMany(m.opts, m.count); break
+        case 'connect': value = this.connectMany(m.opts, m.count, m.tls); break
         case 'stop': value = await this.stop(m.graceMs); break
+        case 'certs': this.tls.update(m.spec); value = m.spec.version; break
       }
       this.post({ t: 'reply', req: m.req, ok: true, value })
       if (m.t === 'stop') this.exit()
@@ -278,9 +375,14 @@ class Shard implements ConnServices, ContextHost {
       return Promise.reject(new SyncsockError('ERR_SS_BAD_OPTION', `unknown protocol ${spec.protocol}`))
     }
     return new Promise((resolve, reject) => {
-      const server = createServer({ allowHalfOpen: true, noDelay: true })
+      // TLS: not half-open during the handshake (a client that gives up mid-handshake must end it,
+      // not leave it waiting for its deadline); acceptSecure turns half-open on once it is a socket.
+      const server = createServer({ allowHalfOpen: !spec.tls, noDelay: true })
+      // TLS: a tls.Server that never listens runs the handshakes of this listener's sockets.
+      if (spec.tls) this.tls.listen(spec.key, spec.tls, (s, raw) => this.acceptSecure(spec, s, raw))
       server.on('connection', (net) => this.accept(spec, net))
       const onError = (e: NodeJS.ErrnoException) => {
+        this.tls.unlisten(spec.key)
         reject(new SyncsockError('ERR_SS_LISTEN', `listen on ${spec.host}:${spec.port} failed on shard ${this.shard}: ${e.code ?? e.message}`, { cause: e }))
       }
       server.once('error', onError)
@@ -299,6 +401,7 @@ class Shard implements ConnServices, ContextHost {
     const server = this.listeners.get(key)
     if (!server) return Promise.resolve(false)
     this.listeners.delete(key)
+    this.tls.unlisten(key)
     this.counters.add(C.listeners, -1)
     // server.close's callback waits for every accepted socket; we only need the listen handle gone.
     server.close()
@@ -320,8 +423,9 @@ class Shard implements ConnServices, ContextHost {
   }
 
   /** engine.connect's share for this shard: all or nothing (the engine undoes the other shards'). */
-  private connectMany(opts: ConnectOptions, count: number): number[] {
+  private connectMany(opts: ConnectOptions, count: number, tls: TlsClientSpec | undefined): number[] {
     const cfg = normalizeConnect(opts, (p) => p in this.protocols)
+    if (tls) { this.tls.addClient(tls); cfg.tlsSpec = tls } // PEM the main thread read and validated
     const ids: number[] = []
     try {
       for (let i = 0; i < count; i++) ids.push(this.conns.create(this.protocols[cfg.protocol], cfg))
@@ -344,6 +448,7 @@ class Shard implements ConnServices, ContextHost {
     // RST that closing a listener with a non-empty accept queue would send), then close.
     await new Promise((r) => setImmediate(r))
     for (const key of [...this.listeners.keys()]) await this.unlisten(key)
+    this.tls.abortAll() // handshakes in flight: nothing linked, no hook
     this.conns.shutdown((s) => s.finalize('shutdown', 'graceful'))
     for (const s of this.bySlot) {
       if (s && s.phase !== 'closed') this.dispatcher.locked(s, () => s.finalize('shutdown', 'graceful'))
@@ -365,6 +470,12 @@ class Shard implements ConnServices, ContextHost {
   }
 
   private exit(): void {
+    // Offloads still on the pool: their results will find no shard; counted as discarded now.
+    if (this.offloads.size > 0) {
+      this.counters.add(C.offloadsDiscarded, this.offloads.size)
+      this.offloads.clear()
+      this.counters.set(C.offloadsInFlight, 0)
+    }
     clearInterval(this.housekeeping)
     this.housekeep()
     this.liveness.stop()
