@@ -66,8 +66,12 @@ fi
 PKG="$APP/node_modules/syncsock"
 [ -f "$PKG/dist/src/index.js" ] || fail "installed package lacks dist/src/index.js"
 deps="$("$NODE" -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(Object.keys(p.dependencies ?? {}).join(" "))' "$PKG/package.json")"
-[ -z "$deps" ] || fail "the package declares runtime dependencies nothing imports: $deps"
-ok "installed the tarball into a fresh project (syncsock $("$NODE" -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).version' "$PKG/package.json"), no runtime dependencies)"
+for d in $deps; do
+  # every declared runtime dependency is imported by the built package (piscina: the blocking pool)
+  grep -rqE "from ['\"]$d['\"]" "$PKG/dist" --include='*.js' || fail "the package declares a runtime dependency nothing imports: $d"
+  [ -d "$APP/node_modules/$d" ] || fail "runtime dependency $d was not installed with the package"
+done
+ok "installed the tarball into a fresh project (syncsock $("$NODE" -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).version' "$PKG/package.json"), runtime dependencies: ${deps:-none}, each imported)"
 if grep -rnE "(from|import)[[:space:]]*\(?[[:space:]]*['\"]\.\.?/[^'\"]*\.[mc]?ts['\"]" "$PKG/dist" --include='*.js' --include='*.d.ts' \
   | grep -vE "\.d\.[mc]?ts['\"]" >&2; then
   fail "the installed dist names .ts files (above): consumers have only .js and .d.ts"
