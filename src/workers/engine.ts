@@ -264,7 +264,8 @@ export class Engine extends EventEmitter {
 
   private onShardEvent(type: string, detail: Record<string, unknown>): void {
     if (this.listenerCount(type) > 0) this.emit(type, detail)
-    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit' || type === 'shard-down' || type === 'shard-terminated') {
+    else if (type === 'hook-error' || type === 'shard-error' || type === 'shard-exit' || type === 'shard-down' || type === 'shard-terminated'
+      || type === 'cert-rejected' || type === 'cert-reload-failed') {
       process.emitWarning(`${type}: ${JSON.stringify(detail)}`, { code: 'SYNCSOCK' })
     }
   }
