@@ -40,7 +40,7 @@ export function handshakeCause(e: unknown): HandshakeCause {
   const inner = (e as { cause?: unknown })?.cause
   if (code === 'ERR_SS_TLS' && inner) return handshakeCause(inner)
   if (/CERT|VERIFY|SELF_SIGNED|ISSUER|ALTNAME|EXPIRED/i.test(code) || /certificate/i.test(msg)) return 'cert'
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_SS_TLS' || /disconnected|hang up/i.test(msg)) return 'closed'
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_SS_TLS' || /disconnected|hang up|closed/i.test(msg)) return 'closed'
   return 'protocol'
 }
 
