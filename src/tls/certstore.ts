@@ -68,13 +68,14 @@ export class CertStore {
   /** A listener's material: validated first (rejects with ERR_SS_TLS_MATERIAL), then watched. */
   async addServer(o: ServerTlsOptions): Promise<TlsServerSpec> {
     const sources = { cert: o.cert, key: o.key, ca: o.ca }
+    const seen = await signatures(sources) // before reading: a change while we validate is not missed
     const r = await this.validate(sources)
     if (!r.ok) throw this.materialError(r)
     const spec: TlsServerSpec = {
       set: this.nextSet++, version: 1, pem: r.pem, requestCert: o.requestCert,
       rejectUnauthorized: o.rejectUnauthorized, handshakeTimeoutMs: o.handshakeTimeoutMs, ticketKeys: randomBytes(48),
     }
-    const e = await this.track(spec, sources, r.fingerprint)
+    const e = this.track(spec, sources, r.fingerprint, seen)
     e.rotate = setInterval(() => this.rotateTickets(e), o.ticketRotateMs)
     return spec
   }
@@ -82,13 +83,14 @@ export class CertStore {
   /** A server connection's material (engine.connect): validated first, then watched. */
   async addClient(o: ClientTlsOptions): Promise<TlsClientSpec> {
     const sources = { cert: o.cert, key: o.key, ca: o.ca }
+    const seen = await signatures(sources)
     const r = await this.validate(sources)
     if (!r.ok) throw this.materialError(r)
     const spec: TlsClientSpec = {
       set: this.nextSet++, version: 1, pem: r.pem, servername: o.servername,
       rejectUnauthorized: o.rejectUnauthorized, handshakeTimeoutMs: o.handshakeTimeoutMs,
     }
-    await this.track(spec, sources, r.fingerprint)
+    this.track(spec, sources, r.fingerprint, seen)
     return spec
   }
 
@@ -142,12 +144,11 @@ export class CertStore {
     return e
   }
 
-  private async track(spec: TlsServerSpec | TlsClientSpec, sources: Entry['sources'], fingerprint: string): Promise<Entry> {
-    const paths = [sources.cert, sources.key, sources.ca].flatMap((s) => (s && 'path' in s ? [s.path] : []))
-    const e: Entry = { spec, sources, paths, fingerprint, chain: Promise.resolve(), debounce: null, rotate: null, seen: new Map() }
+  private track(spec: TlsServerSpec | TlsClientSpec, sources: Entry['sources'], fingerprint: string, seen: Map<string, string>): Entry {
+    const paths = pathsOf(sources)
+    const e: Entry = { spec, sources, paths, fingerprint, chain: Promise.resolve(), debounce: null, rotate: null, seen }
     this.sets.set(spec.set, e)
     for (const p of paths) {
-      e.seen.set(p, await signature(p))
       const dir = dirname(p)
       let d = this.dirs.get(dir)
       if (!d) {
@@ -232,6 +233,16 @@ export class CertStore {
       this.host.counters.add(C.ticketRotations)
     }).catch((err) => this.host.report('cert-reload-failed', { set: spec.set, message: `ticket key rotation: ${(err as Error).message}` }))
   }
+}
+
+function pathsOf(sources: Entry['sources']): string[] {
+  return [sources.cert, sources.key, sources.ca].flatMap((s) => (s && 'path' in s ? [s.path] : []))
+}
+
+async function signatures(sources: Entry['sources']): Promise<Map<string, string>> {
+  const m = new Map<string, string>()
+  for (const p of pathsOf(sources)) m.set(p, await signature(p))
+  return m
 }
 
 /** What the poll compares: a rename (new inode), a rewrite (size, mtime) or a removal all change it. */
