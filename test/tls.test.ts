@@ -230,6 +230,45 @@ test('session resumption across shards: a ticket issued by one shard resumes on 
   })
 })
 
+test('session-ticket keys rotate together on every shard (ticketRotateMs); a fresh ticket still resumes after a rotation', async () => {
+  await withEngine(async (engine) => {
+    const l = await engine.listen({ port: 0, protocol: 'whoami', tls: { cert: srv.cert, key: srv.key, ticketRotateMs: 1000 } })
+    const swaps = engine.stats().certSwaps
+    await waitFor(() => engine.stats().ticketRotations >= 1, 3000, 'a rotation')
+    await waitFor(() => engine.stats().certSwaps >= swaps + 2, 2000, 'both shards took the new keys')
+    const sessionOf = async () => {
+      const c = await tlsClient(l.port)
+      const s = await new Promise<Buffer>((r) => c.once('session', r))
+      c.destroy()
+      return s
+    }
+    const fresh = await sessionOf()
+    const c = await tlsClient(l.port, { session: fresh })
+    assert.ok(c.isSessionReused(), 'a ticket issued with the current keys resumes')
+    c.destroy()
+  })
+})
+
+test('ctx.connect with tls: PEM from the hook (ctx.config), a shard-local TLS server connection', async () => {
+  const echo = tls.createServer({ cert: srv.certPem, key: srv.keyPem }, (s) => { s.on('error', () => {}); s.pipe(s) })
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r))
+  const port = (echo.address() as net.AddressInfo).port
+  await withEngine(async (engine) => {
+    const l = await engine.listen({ port: 0, protocol: 'tlsspawner' })
+    const c = net.connect(l.port, '127.0.0.1')
+    c.on('error', () => {})
+    await waitFor(() => of('new', (e) => e.protocol === 'tlsspawner').length >= 1, 3000, 'the spawner client')
+    c.write(String(port))
+    await waitFor(() => of('spawned').length >= 1, 3000, 'spawned')
+    const connId = (of('spawned')[0] as Ev & { connId?: number }).connId!
+    assert.ok(Number.isInteger(connId))
+    await waitFor(() => of('new', (e) => e.id === connId && e.protocol === 'tlsup').length === 1, 5000, 'established over TLS')
+    assert.ok(engine.stats().tlsHandshakes >= 1)
+    c.destroy()
+  }, { config: { ca: ca.certPem.toString() } })
+  await new Promise((r) => echo.close(r))
+})
+
 test('TLS options are strict; broken material at listen is ERR_SS_TLS_MATERIAL and opens nothing', async () => {
   await withEngine(async (engine) => {
     const bad = async (p: Promise<unknown>, code: string, re?: RegExp) => {
