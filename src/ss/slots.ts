@@ -221,8 +221,6 @@ export function sealShard(sab: SharedArrayBuffer, layout: Layout, shard: number)
   return out
 }
 
-export type SlotCheck = 'ok' | 'ERR_SS_STALE'
-
 /** Any thread's view of every slot table: id validation and request recording. */
 export class SlotView {
   private readonly i32: Int32Array

@@ -47,8 +47,6 @@ export class Dispatcher {
     this.counters = counters
   }
 
-  /** Is this thread inside a lock hold right now (i.e. inside a hook)? */
-  get inHook(): boolean { return this.holding !== -1 }
   holds(s: Lockable): boolean { return this.holding === s.lockIdx }
 
   locked(s: Lockable, fn: () => void): void {
