@@ -10,7 +10,7 @@ import { MAX_TIMER_MS, closeModeOf, type CloseModeArg } from '../ss/options.ts'
 import type { ForeignOps } from '../ss/foreign.ts'
 import type { SlotTable } from '../ss/slots.ts'
 import type { CounterBlock } from '../ss/counters.ts'
-import type { Dispatcher, HookFailure } from '../ss/upcall.ts'
+import type { Dispatcher } from '../ss/upcall.ts'
 import type { ConnManager, ServerConn } from '../hooks/server.ts'
 import { normalizeConnect } from '../hooks/retry.ts'
 import type {
@@ -34,7 +34,6 @@ export interface ContextHost {
   socketFor(id: number): SsSocket | null
   open(cfg: OpenConfig): number
   connFor(id: number): ServerConn | null
-  hookFailed(s: SsSocket, f: HookFailure): void
   offload(s: SsSocket, task: string, input: unknown, done: OffloadDone): OffloadStatus
 }
 
@@ -104,9 +103,9 @@ export function makeContext(host: ContextHost): ShardContext {
         host.dispatcher.locked(s, () => {
           if (!s.runnable()) return
           try { fn(s as unknown as SsSocketApi) } catch (error) {
+            // like any hook error (Dispatcher.call): counted, reported, the incarnation ends
             host.counters.add(C.hookErrors)
-            host.hookFailed(s, { hook: 'timer', error })
-            s.hookFailed() // like any hook error: the incarnation ends, not the connection
+            s.hookError({ hook: 'timer', error })
           }
         })
       }, ms)

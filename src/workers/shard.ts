@@ -325,10 +325,9 @@ class Shard implements ConnServices, ContextHost {
       try {
         o.done(s as unknown as SsSocketApi, m.ok ? m.value : undefined, error)
       } catch (err) {
-        // Like any hook error: reported, and the incarnation ends (not the connection).
+        // Like any hook error (Dispatcher.call): counted, reported, the incarnation ends.
         this.counters.add(C.hookErrors)
-        this.hookFailed(s, { hook: 'offload', error: err })
-        s.hookFailed()
+        s.hookError({ hook: 'offload', error: err })
       }
     })
   }
