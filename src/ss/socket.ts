@@ -367,15 +367,7 @@ export class SsSocket implements Lockable {
   /** The peer or the network ended it: connectionDrop, then the owner's failover (F2). */
   dropped(reason: DropReason): void {
     this.svc.dispatcher.locked(this, () => {
-      // Only while this incarnation has not ended: a late event ('error' after 'end') on
-      // incarnation k must not take the requests of k+1 (a server connection keeps its slot and
-      // generation across incarnations; found by the model check).
-      if (this.ended || this.final) return
-      // A foreign close/unlink recorded before the peer's end wins: it was intentional (F1), and
-      // the incarnation is about to vanish, so apply it now rather than after the barrier.
-      const req = this.svc.slots.takeFlags(this.id, REQ_BITS)
-      if (req) this.applyRequests(req)
-      if (this.ended || this.final) return
+      if (this.endedByPendingRequests()) return
       this.ended = true
       if (reason !== 'ready-timeout') { // never usable: the owner counts it as a failed connect
         this.svc.counters.add(C.dropped)
@@ -386,6 +378,21 @@ export class SsSocket implements Lockable {
       this.owner?.dropped(this, reason)
     })
     if (reason === 'send-timeout' || reason === 'liveness' || reason === 'ready-timeout') this.endIo('abort')
+  }
+
+  /**
+   * Under the lock, as the peer or the network ends this incarnation: has it ended already, or
+   * does a foreign close/unlink recorded before (and not yet applied) end it now? The request
+   * wins: it was intentional (F1), and the incarnation is about to vanish, so it is applied here
+   * rather than after the barrier. Only while this incarnation has not ended: a late event
+   * ('error' after 'end') on incarnation k must not take the requests of k+1 (a server
+   * connection keeps its slot and generation across incarnations; found by the model check).
+   */
+  private endedByPendingRequests(): boolean {
+    if (this.ended || this.final) return true
+    const req = this.svc.slots.takeFlags(this.id, REQ_BITS)
+    if (req) this.applyRequests(req)
+    return this.ended || this.final
   }
 
   private dropLink(): void {
@@ -574,10 +581,7 @@ export class SsSocket implements Lockable {
     this.svc.counters.add(C.connectFailed)
     this.svc.counters.add(connectFailCounter(error))
     this.svc.dispatcher.locked(this, () => {
-      // An intentional close recorded meanwhile wins (F1): connectionClose, not a drop.
-      const req = this.svc.slots.takeFlags(this.id, REQ_BITS)
-      if (req) this.applyRequests(req)
-      if (this.ended || this.final) return
+      if (this.endedByPendingRequests()) return
       this.ended = true
       if (this.isLinked) this.hook('connectionDrop', 'connect-failed', error)
       this.dropLink()
